@@ -64,6 +64,8 @@ class _CheckpointUnpickler(pickle.Unpickler):
             return _rebuild_tensor
         if module == "torch._utils" and name == "_rebuild_parameter":
             return _rebuild_parameter
+        if (module, name) == ("jittor", "jittor_core.Var"):  # jt.save pickles a Var as Var(ndarray)
+            return _rebuild_parameter
         if module == "torch" and name in STORAGE_DTYPES:
             return np.dtype(STORAGE_DTYPES[name])
         if (module, name) in NUMPY_GLOBALS:

@@ -1,0 +1,136 @@
+"""transformer.py against torchvision's rules (written out here from its source, since
+torchvision does not install beside our CPU torch) and the original's CORAL in PyTorch."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import transformer
+
+
+def photo(width, height, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+
+
+@pytest.mark.parametrize("size,expected", [((640, 480), (682, 512)), ((480, 640), (512, 682)),
+                                           ((333, 250), (681, 512)), ((512, 512), (512, 512))])
+def test_shorter_side_resize_follows_torchvision(size, expected):
+    # torchvision: new_long = int(size * long / short), truncated; PIL bilinear.
+    image = photo(*size)
+    resized = transformer.resize_shorter_side(image, 512)
+    assert resized.size == expected
+    np.testing.assert_array_equal(np.asarray(resized), np.asarray(image.resize(expected, Image.BILINEAR)))
+
+
+def test_size_zero_keeps_the_image():
+    image = photo(250, 333)
+    expected = np.asarray(image).transpose(2, 0, 1).astype(np.float32) / 255.0
+    np.testing.assert_array_equal(transformer.test_transform(image, 0), expected)
+
+
+def test_center_crop_rounds_like_torchvision():
+    # 301 − 256 = 45 → offset round(22.5) = 22 (banker's rounding), where floor would also give 22;
+    # 302 − 256 = 46 → 23; 303 − 256 = 47 → round(23.5) = 24, floor gives 23.
+    for width, left in ((301, 22), (302, 23), (303, 24)):
+        image = photo(width, 256)
+        cropped = transformer.center_crop(image, 256)
+        np.testing.assert_array_equal(np.asarray(cropped), np.asarray(image)[:, left:left + 256])
+
+
+def test_train_transform_shape_range_and_determinism():
+    image = photo(400, 300)
+    first = transformer.train_transform(image, np.random.default_rng(3))
+    again = transformer.train_transform(image, np.random.default_rng(3))
+    assert first.shape == (3, 256, 256) and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 1.0
+    np.testing.assert_array_equal(first, again)
+    big = np.asarray(image.resize((512, 512), Image.BILINEAR)).transpose(2, 0, 1) / 255.0
+    windows = [big[:, i:i + 256, j:j + 256] for i in range(257) for j in range(257)]
+    assert any(np.array_equal(first, w.astype(np.float32)) for w in windows)
+
+
+def test_array_round_trip_and_rounding():
+    image = photo(17, 9)
+    array = transformer.image_to_array(image)
+    np.testing.assert_array_equal(transformer.array_to_image(array), np.asarray(image))
+    values = np.array([-0.5, 0.0, 0.5 / 255, 0.499, 1.0, 7.0], dtype=np.float32).reshape(1, 1, 6).repeat(3, axis=0)
+    assert transformer.array_to_image(values)[0, :, 0].tolist() == [0, 0, 1, 127, 255, 255]
+
+
+def saved(image, fmt="PNG", **kwargs):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    buffer.seek(0)
+    return buffer
+
+
+def test_modes_become_rgb():
+    grey = Image.fromarray(np.full((4, 5), 100, np.uint8))
+    assert np.asarray(transformer.load_image(saved(grey))).tolist() == [[[100] * 3] * 5] * 4
+
+    rgba = Image.new("RGBA", (3, 2), (10, 20, 30, 0))
+    rgba.putpixel((0, 0), (10, 20, 30, 255))
+    pixels = np.asarray(transformer.load_image(saved(rgba)))
+    assert pixels[0, 0].tolist() == [10, 20, 30] and pixels[1, 2].tolist() == [255, 255, 255]
+
+    palette = photo(6, 4).convert("P", palette=Image.ADAPTIVE, colors=8)
+    assert transformer.load_image(saved(palette)).mode == "RGB"
+
+    sixteen = Image.fromarray(np.array([[0, 128 * 257, 65535]], np.uint16))
+    loaded = np.asarray(transformer.load_image(saved(sixteen)))
+    assert loaded.shape == (1, 3, 3) and loaded[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied():
+    image = photo(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    loaded = transformer.load_image(saved(image, "JPEG", exif=exif.tobytes(), quality=95))
+    assert loaded.size == (20, 40)
+
+
+def torch_coral(source, target):
+    """The original's coral (pytorch-AdaIN function.py), in PyTorch float64."""
+    def flatten_mean_std(feat):
+        flat = feat.view(3, -1)
+        return flat, flat.mean(dim=-1, keepdim=True), flat.std(dim=-1, keepdim=True)
+
+    def mat_sqrt(x):
+        u, d, v = torch.svd(x)
+        return torch.mm(torch.mm(u, d.pow(0.5).diag()), v.t())
+
+    s, s_mean, s_std = flatten_mean_std(source)
+    s_norm = (s - s_mean) / s_std
+    s_cov = torch.mm(s_norm, s_norm.t()) + torch.eye(3, dtype=s.dtype)
+    t, t_mean, t_std = flatten_mean_std(target)
+    t_norm = (t - t_mean) / t_std
+    t_cov = torch.mm(t_norm, t_norm.t()) + torch.eye(3, dtype=t.dtype)
+    out = torch.mm(mat_sqrt(t_cov), torch.mm(torch.inverse(mat_sqrt(s_cov)), s_norm))
+    return (out * t_std + t_mean).view(source.size())
+
+
+def test_coral_equals_the_original_for_equal_pixel_counts():
+    rng = np.random.default_rng(2)
+    style = rng.random((3, 30, 40)).astype(np.float32) * np.array([1.0, 0.3, 0.6], np.float32)[:, None, None]
+    content = rng.random((3, 40, 30)).astype(np.float32)
+    ours = transformer.coral(style, content)
+    expected = torch_coral(torch.from_numpy(style).double(), torch.from_numpy(content).double()).numpy()
+    assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_coral_gives_the_content_colour_statistics_at_any_size():
+    rng = np.random.default_rng(2)
+    style = rng.random((3, 40, 50)).astype(np.float32) * np.array([1.0, 0.3, 0.6], np.float32)[:, None, None]
+    mixing = np.array([[0.5, 0.2, 0.1], [0.1, 0.4, 0.1], [0.2, 0.1, 0.3]])
+    content = (np.einsum("ij,jhw->ihw", mixing, rng.random((3, 30, 20))) + 0.1).astype(np.float32)
+    ours = transformer.coral(style, content)
+    np.testing.assert_allclose(ours.reshape(3, -1).mean(axis=1), content.reshape(3, -1).mean(axis=1), atol=1e-5)
+    # The covariance becomes the content's, up to the small ridge of the formula.
+    ours_cov, content_cov = np.cov(ours.reshape(3, -1)), np.cov(content.reshape(3, -1))
+    assert np.abs(ours_cov - content_cov).max() <= 1e-2 * np.abs(content_cov).max()
+    # The original's unnormalised sums shrink it by N_content / N_style here (600 / 2000).
+    original = torch_coral(torch.from_numpy(style).double(), torch.from_numpy(content).double()).numpy()
+    assert np.cov(original.reshape(3, -1))[0, 0] < 0.5 * content_cov[0, 0]

@@ -1,0 +1,138 @@
+"""Image and frame transforms, with torchvision's semantics, in PIL and NumPy.
+
+Jittor's own `jittor.transform` is not torchvision: its `Resize(int)` makes a square image
+and its `CenterCrop` floors where torchvision rounds. The original MCCNet relies on
+torchvision, so the rules are written out here. Arrays are float32 CHW in [0, 1], the
+layout the networks take (as torchvision's `ToTensor` gives).
+"""
+import numpy as np
+from PIL import Image, ImageOps
+
+TRAIN_RESIZE = 512
+TRAIN_CROP = 256
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+# ---------------------------------------------------------------- images ↔ arrays
+
+def load_image(path):
+    """An RGB PIL image from any file PIL reads, upright per its EXIF orientation."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+
+
+def to_rgb(image):
+    """RGB for every PIL mode a user's picture can have.
+
+    Transparent pixels are laid over white (dropping alpha, as `convert('RGB')` does, shows
+    whatever colour happens to sit under them, often black). 16-bit greyscale is scaled
+    down; `convert('RGB')` would clip it to white.
+    """
+    if image.mode in SIXTEEN_BIT_MODES:
+        grey = np.asarray(image, dtype=np.float64)
+        grey = np.clip(grey / (65535.0 if grey.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def image_to_array(image):
+    """HWC uint8 image (PIL or array) → CHW float32 in [0, 1], as torchvision's ToTensor."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
+def array_to_image(array):
+    """CHW float (any range) → HWC uint8, rounding as torchvision's save_image: x·255 + 0.5, clamped."""
+    return np.clip(np.asarray(array, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+# ---------------------------------------------------------------- geometry, torchvision rules
+
+def shorter_side_size(width, height, size):
+    """torchvision Resize(int): the shorter side becomes `size`, the longer keeps the aspect (truncated)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def resize_shorter_side(image, size):
+    """Resize so that the shorter side is `size`; 0 keeps the image as it is."""
+    if size == 0:
+        return image
+    return image.resize(shorter_side_size(*image.size, size), Image.BILINEAR)
+
+
+def center_crop(image, size):
+    """torchvision CenterCrop(size): a size × size square, offsets rounded (not floored)."""
+    width, height = image.size
+    if width < size or height < size:
+        raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} image")
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def random_crop(image, size, rng):
+    """torchvision RandomCrop(size), drawing the offsets from the NumPy generator `rng`."""
+    width, height = image.size
+    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    return image.crop((left, top, left + size, top + size))
+
+
+# ---------------------------------------------------------------- the original's pipelines
+
+def train_transform(image, rng):
+    """Training: resize to 512 × 512 (aspect not kept), random 256 × 256 crop, to array."""
+    image = image.resize((TRAIN_RESIZE, TRAIN_RESIZE), Image.BILINEAR)
+    return image_to_array(random_crop(image, TRAIN_CROP, rng))
+
+
+def test_transform(image, size=0, crop=False):
+    """Inference: shorter side to `size` (0 keeps it), optional centre crop to size × size, to array."""
+    image = resize_shorter_side(image, size)
+    if crop:
+        image = center_crop(image, size if size else min(image.size))
+    return image_to_array(image)
+
+
+# ---------------------------------------------------------------- colour preservation
+
+def _flatten_mean_std(image):
+    flat = image.reshape(3, -1).astype(np.float64)
+    return flat, flat.mean(axis=1, keepdims=True), flat.std(axis=1, ddof=1, keepdims=True)
+
+
+def _matrix_sqrt(matrix):
+    u, s, vt = np.linalg.svd(matrix)
+    return u @ np.diag(np.sqrt(s)) @ vt
+
+
+def _regularised_correlation(normalised):
+    """(Σ x xᵀ + I) / (N − 1) of standardised pixels: their correlation plus a small ridge."""
+    return (normalised @ normalised.T + np.eye(3)) / (normalised.shape[1] - 1)
+
+
+def coral(source, target):
+    """CORAL: `source` (CHW) recoloured with the RGB mean and covariance of `target` (CHW).
+
+    The original's formula (pytorch-AdaIN's function.coral): per-channel standardisation,
+    whitening by the matrix square root of (Σ x xᵀ + I) of the source, colouring by that of
+    the target. The original uses those sums as they are, so when the two images have
+    different pixel counts (a style image is rarely the frame's size) the result's
+    covariance is off by N_target / N_source. Dividing each by its N − 1 gives the same
+    numbers when the counts are equal and the content's covariance when they are not.
+    Computed in float64: it is a handful of 3 × 3 matrices.
+    """
+    src, src_mean, src_std = _flatten_mean_std(source)
+    tgt, tgt_mean, tgt_std = _flatten_mean_std(target)
+    src_norm = (src - src_mean) / src_std
+    tgt_norm = (tgt - tgt_mean) / tgt_std
+    whiten = np.linalg.inv(_matrix_sqrt(_regularised_correlation(src_norm)))
+    colour = _matrix_sqrt(_regularised_correlation(tgt_norm))
+    transfer = colour @ whiten @ src_norm
+    return (transfer * tgt_std + tgt_mean).reshape(source.shape).astype(np.float32)
