@@ -13,6 +13,7 @@ instead of downloading it, so nothing here needs the network.
 import glob
 import os
 import shutil
+import signal
 import sys
 
 from cli import UserError
@@ -63,6 +64,10 @@ prepare_environment()
 import jittor as jt  # noqa: E402  (must come after prepare_environment)
 
 jt.flags.log_silent = 1
+# Jittor's import installs a SIGINT handler that exits at once ("Caught SIGINT, quick exit"),
+# skipping Python's clean-up: Ctrl-C must raise KeyboardInterrupt so that scripts can
+# remove their unfinished outputs.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def add_device_argument(parser):

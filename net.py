@@ -148,15 +148,20 @@ def stylize_features(mcc_module, content_feat, vectors, alpha=1.0, interpolation
     return mcc_module.MCCN.apply_style(content_feat, vector)
 
 
-def style_transfer(encoder, decoder, mcc_module, content, styles, alpha=1.0, interpolation_weights=None):
-    """Stylize a content batch (N, 3, H, W) with one or more style images (each 1 × 3 × h × w).
+def stylize(encoder, decoder, mcc_module, content, vectors, alpha=1.0, interpolation_weights=None):
+    """Stylize a content batch (N, 3, H, W) with precomputed style vectors (see `style_vectors`).
 
     Returns the decoder output, unclamped, at 8 × the relu4_1 size (H rounded up to a
     multiple of 8); callers crop it back to H × W.
     """
-    vectors = style_vectors(encoder, mcc_module, styles)
     feat = stylize_features(mcc_module, encode_relu4_1(encoder, content), vectors, alpha, interpolation_weights)
     return decoder(feat)
+
+
+def style_transfer(encoder, decoder, mcc_module, content, styles, alpha=1.0, interpolation_weights=None):
+    """The original's `style_transfer`: a content batch and style images (each 1 × 3 × h × w)."""
+    vectors = style_vectors(encoder, mcc_module, styles)
+    return stylize(encoder, decoder, mcc_module, content, vectors, alpha, interpolation_weights)
 
 
 class Net(nn.Module):

@@ -1,0 +1,48 @@
+"""Small test videos made with PyAV: moving patterns with a 440 Hz tone."""
+import fractions
+
+import av
+import numpy as np
+
+
+def pattern(index, width, height):
+    """A frame that changes with `index` and whose top-left corner is marked green."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.stack([(x * 4 + index * 9) % 256, (y * 3) % 256, ((x + y) * 2 + index * 5) % 256], axis=-1)
+    frame = frame.astype(np.uint8)
+    frame[: max(2, height // 5), : max(2, width // 5)] = (0, 255, 0)
+    return frame
+
+
+def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(24000, 1001), audio="aac",
+              rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p"):
+    """Write a clip; returns the list of frame timestamps (in the video time base) it wrote."""
+    out = av.open(path, "w", format=container)
+    stream = out.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    if rotation:
+        stream.set_display_rotation(rotation)
+    time_base = fractions.Fraction(1, 90000) if variable_rate else 1 / rate
+    stream.codec_context.time_base = time_base
+    sound = None
+    if audio:
+        sound = out.add_stream(audio, rate=48000)
+        sound.layout = "mono"
+    stamps, pts = [], 0
+    for index in range(frames):
+        frame = av.VideoFrame.from_ndarray(pattern(index, width, height), format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        stamps.append(pts)
+        pts += (3000 if index % 2 else 6000) if variable_rate else 1
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    if sound is not None:
+        seconds = float(pts * time_base)
+        t = np.arange(int(48000 * seconds)) / 48000
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    out.close()
+    return stamps
