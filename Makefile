@@ -1,10 +1,11 @@
-# Two commands do everything: `make test` (set up, run the test suite) and, once the
-# video script lands, `make demo`. The virtual environment is made on first use.
+# Two commands do everything: `make demo` (set up, fetch the published weights, stylize the
+# sample video) and `make test` (set up, run the test suite). The virtual environment is
+# made on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test bench
+.PHONY: setup demo test bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,3 +19,7 @@ test: setup
 
 bench: setup
 	$(PY) bench.py
+
+demo: setup
+	$(PY) download_weights.py
+	$(PY) test_video.py --video input/videos/astronaut.mp4 --style input/style/strokes.jpg

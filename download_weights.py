@@ -1,0 +1,101 @@
+"""Download the published MCCNet weights into experiments/ and check them.
+
+    python download_weights.py
+
+Fetches `vgg_normalised.pth` (pytorch-AdaIN's release asset, the same file MCCNet's README
+links on Google Drive), `decoder_iter_160000.pth` and `mcc_module_iter_160000.pth` (the root
+of MCCNet's repository, branch main). Each file is checked before it is put in place:
+it must be a PyTorch checkpoint with exactly the keys and shapes of its network. Files
+already present and valid are kept.
+"""
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from tqdm import tqdm
+
+import net
+import weights
+from cli import UserError, run
+
+PUBLISHED = {
+    "vgg_normalised.pth": "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/vgg_normalised.pth",
+    "decoder_iter_160000.pth": "https://github.com/diyiiyiii/MCCNet/raw/main/decoder_iter_160000.pth",
+    "mcc_module_iter_160000.pth": "https://github.com/diyiiyiii/MCCNet/raw/main/mcc_module_iter_160000.pth",
+}
+CHUNK = 1 << 16
+TIMEOUT_S = 60
+
+
+def expected_shapes(name):
+    """The keys and shapes of the network that a published file must fit."""
+    model = {"vgg_normalised.pth": net.make_vgg, "decoder_iter_160000.pth": net.make_decoder,
+             "mcc_module_iter_160000.pth": lambda: net.MCC_Module(512)}[name]()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check(path, name):
+    weights.check_state_dict(weights.read_state_dict(path), expected_shapes(name), path, name)
+
+
+def fetch(url, target):
+    """Download `url` to `target`, with a progress bar; raise UserError on any failure."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(target, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(target), file=sys.stderr) as bar:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise UserError(f"cannot download {url} ({reason})")
+
+
+def install(name, url, folder):
+    final = os.path.join(folder, name)
+    if os.path.isfile(final):
+        try:
+            check(final, name)
+            print(f"{final}: present and valid", file=sys.stderr)
+            return
+        except UserError as problem:
+            print(f"{final}: replacing it ({problem})", file=sys.stderr)
+    partial = os.path.join(folder, f".{name}.part")
+    try:
+        fetch(url, partial)
+        check(partial, name)
+        os.replace(partial, final)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    print(f"{final}: downloaded and checked", file=sys.stderr)
+
+
+def manual_instructions(folder):
+    lines = [f"  {url}  ->  {os.path.join(folder, name)}" for name, url in PUBLISHED.items()]
+    return "get these files by hand and put them in place:\n" + "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dest", default="experiments", help="folder for the weights (default: experiments)")
+    parser.add_argument("--base_url", help="fetch every file from this folder URL instead (a mirror), "
+                                           "as <base_url>/<file name>")
+    args = parser.parse_args()
+    try:
+        os.makedirs(args.dest, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--dest {args.dest}: cannot create it ({error.strerror})")
+    for name, url in PUBLISHED.items():
+        source = f"{args.base_url.rstrip('/')}/{name}" if args.base_url else url
+        try:
+            install(name, source, args.dest)
+        except UserError as error:
+            raise UserError(f"{error}\n{manual_instructions(args.dest)}")
+
+
+if __name__ == "__main__":
+    run(main)
