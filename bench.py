@@ -5,10 +5,17 @@ a 512 × 512 stylization: the original's procedure (relu5_1 and the content-cont
 computed, as its test script does) and the lean one (`net.style_transfer`, which skips
 what alpha = 1 does not need), on the CPU and, when both frameworks have CUDA, on the GPU.
 Also: one Jittor run without oneDNN (why `jittor-offline` is a requirement) and the time
-of a first `import net` on a warm Jittor cache. Weights are random: speed does not
-depend on their values. Needs PyTorch (requirements-dev.txt).
+of a first `import net` on a warm Jittor cache.
 
-    python bench.py            # about 4 minutes on 2 cores
+The video part stylizes a 640 × 360 clip with `test_video.py`'s pipeline and with the
+original's per-frame procedure (style re-read, resized and encoded for every frame, relu5_1
+and the content-content pass computed, batch 1) in the PyTorch oracle, compares whole-video
+frames/s with model-only frames/s (I/O overhead), and the peak memory of a clip with its
+10 × longer version. Weights are random: speed does not depend on their values. Needs
+PyTorch (requirements-dev.txt).
+
+    python bench.py                 # everything, about 10 minutes on 2 cores
+    python bench.py --only video    # or --only image
 """
 import argparse
 import json
@@ -17,6 +24,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -26,12 +34,20 @@ import jittor as jt
 import net
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "tests"))
+sys.path.append(os.path.join(HERE, "tests"))  # after HERE: tests/test_video.py must not shadow ours
 
 import torch  # noqa: E402  (after our Jittor start-up; the oracle needs it)
 import torch_mccnet as tm  # noqa: E402
+from clips import make_clip  # noqa: E402
+import test_video  # noqa: E402
+import transformer  # noqa: E402
+import video  # noqa: E402
 
 SIZES = (256, 512)
+VIDEO_SIZE = (640, 360)
+VIDEO_FRAMES = 8
+MEMORY_SIZE = (160, 96)  # small frames: the memory test is about the clip's length
+MEMORY_FRAMES = 20
 NO_ONEDNN_SIZE = 64  # without oneDNN a 256 × 256 pass takes minutes
 
 
@@ -157,7 +173,6 @@ def jittor_with_onednn_seconds(oracle):
 
 
 def print_table(rows, onednn, no_onednn, import_s):
-    print(f"Machine: {machine_description()}\n")
     print("| stylization | size | PyTorch (s) | Jittor (s) | Jittor / PyTorch |")
     print("|---|---|---|---|---|")
     for name, size, t, j in rows:
@@ -174,19 +189,132 @@ def print_table(rows, onednn, no_onednn, import_s):
     print(f"First `import net` on a warm Jittor cache: {import_s:.1f} s")
 
 
+# ---------------------------------------------------------------- video
+
+def write_video_inputs(folder, oracle):
+    """A 360p clip, a style image, and the oracle's weights as .pth files."""
+    clip = os.path.join(folder, "clip.mp4")
+    make_clip(clip, *VIDEO_SIZE, frames=VIDEO_FRAMES)
+    style = os.path.join(folder, "style.jpg")
+    rng = np.random.default_rng(1)
+    from PIL import Image
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(style)
+    paths = [os.path.join(folder, n) for n in ("vgg.pth", "decoder.pth", "mcc.pth")]
+    for module, path in zip(oracle, paths):
+        torch.save(module.state_dict(), path)
+    return clip, style, paths
+
+
+def decoded_frames(clip):
+    with video.VideoReader(clip) as reader:
+        return [item[1] for item in reader.packets_and_frames() if item[0] == "video"]
+
+
+def original_per_frame_fps(oracle, frames, style_path):
+    """The original test_video.py's loop, in the PyTorch oracle: style work redone every frame."""
+    vgg, decoder, mcc = oracle
+    start = time.perf_counter()
+    for frame in frames:
+        style_image = transformer.resize_shorter_side(transformer.load_image(style_path), frame.shape[0])
+        style = torch.from_numpy(transformer.image_to_array(style_image)[None])
+        content = torch.from_numpy(transformer.image_to_array(frame)[None])
+        with torch.no_grad():
+            out = tm.style_transfer(vgg, decoder, mcc, content, [style], alpha=1.0)
+        transformer.array_to_image(out[0].numpy())
+    return len(frames) / (time.perf_counter() - start)
+
+
+def pipeline_args(clip, style, weight_paths, output, batch_size):
+    return test_video.parse_args(["--content", clip, "--style", style, "--output", output,
+                                  "--vgg_path", weight_paths[0], "--decoder_path", weight_paths[1],
+                                  "--transform_path", weight_paths[2], "--batch_size", str(batch_size)])
+
+
+def our_video_fps(args):
+    """test_video.py's whole pipeline, file to file (weights loaded beforehand)."""
+    stylizer = test_video.Stylizer(test_video.load_models(args), args.alpha, None)
+    start = time.perf_counter()
+    test_video.stylize_video(args.content, [args.style], stylizer, args)
+    return VIDEO_FRAMES / (time.perf_counter() - start), stylizer
+
+
+def model_only_fps(stylizer, frames, batch_size):
+    start = time.perf_counter()
+    for i in range(0, len(frames), batch_size):
+        stylizer(frames[i:i + batch_size])
+    return len(frames) / (time.perf_counter() - start)
+
+
+def peak_rss_mb(command):
+    """Peak resident memory of a child process, in MB."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True)
+    return int(result.stdout.strip()) / 1024
+
+
+def memory_rows(folder, style, weight_paths):
+    rows = []
+    for frames in (MEMORY_FRAMES, 10 * MEMORY_FRAMES):
+        clip = os.path.join(folder, f"memory_{frames}.mp4")
+        make_clip(clip, *MEMORY_SIZE, frames=frames)
+        command = [sys.executable, os.path.join(HERE, "test_video.py"), "--content", clip, "--style", style,
+                   "--output", os.path.join(folder, "memory_out"), "--vgg_path", weight_paths[0],
+                   "--decoder_path", weight_paths[1], "--transform_path", weight_paths[2]]
+        rows.append((frames, peak_rss_mb(command)))
+    return rows
+
+
+def measure_video(oracle, batch_size=4):
+    backend.use_device("0")
+    with tempfile.TemporaryDirectory() as folder:
+        clip, style, weight_paths = write_video_inputs(folder, oracle)
+        frames = decoded_frames(clip)
+        args = pipeline_args(clip, style, weight_paths, os.path.join(folder, "out"), batch_size)
+        test_video.prepare_output_folder(args.output)
+        our_video_fps(args)  # warm-up: Jittor compiles its operators for this frame size
+        ours, stylizer = our_video_fps(args)
+        model_only = model_only_fps(stylizer, frames, batch_size)
+        original_per_frame_fps(oracle, frames[:1], style)  # warm-up
+        original = original_per_frame_fps(oracle, frames, style)
+        memory = memory_rows(folder, style, weight_paths)
+    return dict(ours=ours, model_only=model_only, original=original, memory=memory, batch_size=batch_size)
+
+
+def print_video_table(result):
+    width, height = VIDEO_SIZE
+    print(f"Video, {width}×{height}, {VIDEO_FRAMES} frames, CPU:\n")
+    print("| procedure | frames/s | vs original |")
+    print("|---|---|---|")
+    print(f"| original per-frame procedure, PyTorch (batch 1) | {result['original']:.3f} | 1.00 |")
+    print(f"| test_video.py, whole video, file to file (batch {result['batch_size']}) | {result['ours']:.3f} | "
+          f"{result['ours'] / result['original']:.2f} |")
+    print(f"| test_video.py's model alone, decoded frames in memory | {result['model_only']:.3f} | "
+          f"{result['model_only'] / result['original']:.2f} |")
+    print(f"\nWhole-video / model-only frames/s: {result['ours'] / result['model_only']:.2f}")
+    (short, short_mb), (long, long_mb) = result["memory"]
+    print(f"Peak memory of test_video.py, {MEMORY_SIZE[0]}×{MEMORY_SIZE[1]}: {short} frames {short_mb:.0f} MB, "
+          f"{long} frames {long_mb:.0f} MB ({long_mb / short_mb:.2f}×)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case at 256×256 (half at 512)")
+    parser.add_argument("--only", choices=("image", "video"), help="run one part of the benchmark")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per image case at 256×256 (half at 512)")
     parser.add_argument("--no-onednn-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.no_onednn_child:
         return no_onednn_child()
     torch.set_num_threads(os.cpu_count())
     oracle = tm.seeded_weights(seed=0)
-    rows = measure_device("cpu", oracle, args.repeat)
-    if jt.has_cuda and torch.cuda.is_available():
-        rows += measure_device("cuda", oracle, args.repeat)
-    print_table(rows, jittor_with_onednn_seconds(oracle), jittor_without_onednn_seconds(), import_seconds())
+    print(f"Machine: {machine_description()}\n")
+    if args.only != "video":
+        rows = measure_device("cpu", oracle, args.repeat)
+        if jt.has_cuda and torch.cuda.is_available():
+            rows += measure_device("cuda", oracle, args.repeat)
+        print_table(rows, jittor_with_onednn_seconds(oracle), jittor_without_onednn_seconds(), import_seconds())
+    if args.only != "image":
+        print_video_table(measure_video(oracle))
 
 
 if __name__ == "__main__":

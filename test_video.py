@@ -253,25 +253,49 @@ def stylize_image(content_path, style_paths, stylizer, args):
     print(f"{content_path} -> {out_path}", file=sys.stderr)
 
 
-def prefetched(iterable, size):
-    """Iterate in a background thread, up to `size` items ahead, so that decoding overlaps compute."""
-    items, done = queue.Queue(size), object()
+class Prefetch:
+    """Runs an iterator in a background thread, up to `size` items ahead, so that decoding
+    overlaps compute. Leaving the `with` block stops and joins the thread, so that it never
+    outlives the file it reads."""
 
-    def produce():
+    _DONE = object()
+
+    def __init__(self, iterable, size):
+        self.items = queue.Queue(size)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, args=(iterable,), daemon=True)
+
+    def _put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, iterable):
         try:
             for item in iterable:
-                items.put(item)
-            items.put(done)
+                if not self._put(item):
+                    return
+            self._put(self._DONE)
         except BaseException as error:  # noqa: BLE001 -- handed to the consumer, re-raised there
-            items.put(error)
-    threading.Thread(target=produce, daemon=True).start()
-    while True:
-        item = items.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+            self._put(error)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def __iter__(self):
+        while (item := self.items.get()) is not self._DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 class OrderedBackgroundWork:
@@ -369,8 +393,8 @@ def run_video_pipeline(reader, writer, stylizer, background, args, frames_dir, s
         batch.clear()
         stamps.clear()
 
-    with progress:
-        for item in prefetched(reader.packets_and_frames(), 4 * args.batch_size):
+    with progress, Prefetch(reader.packets_and_frames(), 4 * args.batch_size) as decoded:
+        for item in decoded:
             if item[0] == "audio":
                 background.submit(writer.write_audio, item[1])
                 continue
