@@ -229,6 +229,16 @@ def test_missing_weights_say_where_to_get_them(clips, tmp_path):
     assert "no such file" in line and "github.com/diyiiyiii/MCCNet" in line and "experiments/" in line
 
 
+def test_wrong_weights_say_which_network_and_where_to_get_them(weight_files, clips, tmp_path):
+    vgg, decoder, mcc = weight_files
+    result = stylize((vgg, mcc, mcc), "--content", clips["paths"]["main"], "--style", clips["style"],
+                     "--output", str(tmp_path / "o"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {mcc}: not the decoder weights") and "github.com/diyiiyiii/MCCNet" in line
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
+
 def test_images_of_every_mode_and_a_folder(weight_files, clips, tmp_path):
     folder = tmp_path / "content"
     folder.mkdir()
