@@ -8,7 +8,6 @@ layout the networks take (as torchvision's `ToTensor` gives).
 import numpy as np
 from PIL import Image, ImageOps
 
-TRAIN_RESIZE = 512
 TRAIN_CROP = 256
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -86,10 +85,13 @@ def random_crop(image, size, rng):
 
 # ---------------------------------------------------------------- the original's pipelines
 
-def train_transform(image, rng):
-    """Training: resize to 512 × 512 (aspect not kept), random 256 × 256 crop, to array."""
-    image = image.resize((TRAIN_RESIZE, TRAIN_RESIZE), Image.BILINEAR)
-    return image_to_array(random_crop(image, TRAIN_CROP, rng))
+def train_transform(image, rng, crop=TRAIN_CROP):
+    """Training: resize to 2·crop square (aspect not kept), random crop × crop, to array.
+
+    The original's sizes are 512 and 256.
+    """
+    image = image.resize((2 * crop, 2 * crop), Image.BILINEAR)
+    return image_to_array(random_crop(image, crop, rng))
 
 
 def test_transform(image, size=0, crop=False):

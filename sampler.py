@@ -1,0 +1,82 @@
+"""Training data: every image under a folder, in an endless, reproducible shuffled order.
+
+Sample k of the stream is image `order(epoch)[k mod n]` with `epoch = k div n`, where
+`order(epoch)` is a permutation drawn from (seed, epoch). Being a pure function of k, the
+stream never ends, reshuffles at every epoch, fills every batch (a batch that crosses an
+epoch boundary takes the rest from the next permutation), does not depend on how many
+workers decode it, and resumes exactly from any position.
+"""
+import os
+import sys
+
+import numpy as np
+from jittor.dataset import Dataset
+from PIL import Image
+
+import transformer
+from cli import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+# Jittor gives each worker a shared-memory ring buffer of 512 MB by default (16 workers:
+# 8 GB); a batch of eight 256 × 256 crops is 6 MB.
+WORKER_BUFFER_BYTES = 64 * 1024 * 1024
+MAX_SUBSTITUTES = 100  # unreadable images in a row before the loader gives up
+
+
+def find_images(folder):
+    """Image files under `folder` at any depth, by extension, hidden files and folders left out."""
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: no such folder")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not found:
+        raise UserError(f"{folder}: holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return found
+
+
+def epoch_order(seed, epoch, n):
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class InfiniteImageFolder(Dataset):
+    """A Jittor dataset over the endless stream, from sample `start` on, `length` samples long.
+
+    Jittor's workers (`num_workers`) decode in parallel; under MPI, Jittor splits each batch
+    between the ranks, so a batch here is the global one.
+    """
+
+    def __init__(self, folder, batch_size, length, seed=0, start=0, n_threads=0, crop=transformer.TRAIN_CROP):
+        super().__init__()
+        self.paths = find_images(folder)
+        self.seed, self.start, self.crop = seed, start, crop
+        self._order = (None, None)  # (epoch, permutation): one permutation is kept at a time
+        self.skipped = 0  # unreadable images met by this process (each worker counts its own)
+        self.set_attrs(batch_size=batch_size, total_len=length, shuffle=False, drop_last=True,
+                       num_workers=n_threads, buffer_size=WORKER_BUFFER_BYTES)
+
+    def path_at(self, k):
+        epoch, position = divmod(k, len(self.paths))
+        if self._order[0] != epoch:
+            self._order = (epoch, epoch_order(self.seed, epoch, len(self.paths)))
+        return self.paths[self._order[1][position]]
+
+    def load(self, k):
+        """Sample k as a CHW float32 array; its random crop is drawn from (seed, k) too."""
+        with Image.open(self.path_at(k)) as image:
+            rgb = transformer.to_rgb(image)
+        return transformer.train_transform(rgb, np.random.default_rng([self.seed, k, 1]), self.crop)
+
+    def __getitem__(self, index):
+        """Sample start + index; an unreadable image is replaced by the next one in the stream."""
+        k = self.start + index
+        for attempt in range(MAX_SUBSTITUTES):
+            try:
+                return self.load(k + attempt)
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                self.skipped += 1
+                print(f"warning: skipping unreadable image {self.path_at(k + attempt)} ({error}); "
+                      f"{self.skipped} skipped so far by this loader", file=sys.stderr, flush=True)
+        raise UserError(f"{MAX_SUBSTITUTES} unreadable images in a row near {self.path_at(k)}")
