@@ -11,11 +11,12 @@ The video part stylizes a 640 × 360 clip with `test_video.py`'s pipeline and wi
 original's per-frame procedure (style re-read, resized and encoded for every frame, relu5_1
 and the content-content pass computed, batch 1) in the PyTorch oracle, compares whole-video
 frames/s with model-only frames/s (I/O overhead), and the peak memory of a clip with its
-10 × longer version. Weights are random: speed does not depend on their values. Needs
+10 × longer version. The training part times one optimisation step (batch 2, 128 × 128)
+in both frameworks and the data loader's batches per second. Weights are random: speed does not depend on their values. Needs
 PyTorch (requirements-dev.txt).
 
     python bench.py                 # everything, about 10 minutes on 2 cores
-    python bench.py --only video    # or --only image
+    python bench.py --only video    # or --only image, --only train
 """
 import argparse
 import json
@@ -39,7 +40,9 @@ sys.path.append(os.path.join(HERE, "tests"))  # after HERE: tests/test_video.py 
 import torch  # noqa: E402  (after our Jittor start-up; the oracle needs it)
 import torch_mccnet as tm  # noqa: E402
 from clips import make_clip  # noqa: E402
+import sampler  # noqa: E402
 import test_video  # noqa: E402
+import train  # noqa: E402
 import transformer  # noqa: E402
 import video  # noqa: E402
 
@@ -48,6 +51,8 @@ VIDEO_SIZE = (640, 360)
 VIDEO_FRAMES = 8
 MEMORY_SIZE = (160, 96)  # small frames: the memory test is about the clip's length
 MEMORY_FRAMES = 20
+TRAIN_BATCH, TRAIN_SIZE = 2, 128
+LOADER_THREADS, LOADER_IMAGES = 2, 32
 NO_ONEDNN_SIZE = 64  # without oneDNN a 256 × 256 pass takes minutes
 
 
@@ -297,9 +302,75 @@ def print_video_table(result):
           f"{long} frames {long_mb:.0f} MB ({long_mb / short_mb:.2f}×)")
 
 
+# ---------------------------------------------------------------- training
+
+def torch_step_runner(oracle_seed, content, style, noise):
+    vgg, decoder, mcc = tm.seeded_weights(oracle_seed)
+    network = tm.Net(vgg, decoder, mcc)
+    optimizer = torch.optim.Adam(list(decoder.parameters()) + list(mcc.parameters()), lr=1e-4)
+    tensors = [torch.from_numpy(a) for a in (content, style, noise)]
+
+    def run():
+        optimizer.zero_grad()
+        tm.total_loss(network(*tensors)).backward()
+        optimizer.step()
+    return run
+
+
+def jittor_step_runner(oracle, content, style, noise):
+    vgg, decoder, mcc = load_jittor(oracle)
+    network = net.Net(vgg, decoder, mcc)
+    optimizer = net.Adam(list(decoder.parameters()) + list(mcc.parameters()), lr=1e-4)
+    args = train.parse_args(["--content_dir", ".", "--style_dir", "."])
+    content, style = jt.array(content), jt.array(style)
+
+    def run():
+        train.train_step(network, optimizer, content, style, noise, args)  # reads the losses: synchronises
+    return run
+
+
+def loader_batches_per_second(folder, n_batches):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(LOADER_IMAGES):
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i}.jpg"))
+    data = sampler.InfiniteImageFolder(folder, TRAIN_BATCH, (n_batches + 2) * TRAIN_BATCH, n_threads=LOADER_THREADS,
+                                       crop=TRAIN_SIZE)
+    batches = iter(data)
+    next(batches), next(batches)  # workers started
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        next(batches).numpy()
+    seconds = time.perf_counter() - start
+    data.terminate()  # the workers read ahead: stop them before their folder is deleted
+    return n_batches / seconds
+
+
+def measure_training(oracle, repeat):
+    backend.use_device("0")
+    rng = np.random.default_rng(0)
+    content, style = rng.random((2, TRAIN_BATCH, 3, TRAIN_SIZE, TRAIN_SIZE), dtype=np.float32)
+    noise = (rng.standard_normal(content.shape) * 0.015).astype(np.float32)
+    torch_s = median_seconds(torch_step_runner(0, content, style, noise), 2, repeat)
+    jittor_s = median_seconds(jittor_step_runner(oracle, content, style, noise), 2, repeat)
+    with tempfile.TemporaryDirectory() as folder:
+        loader = loader_batches_per_second(folder, 20)
+    return dict(torch=torch_s, jittor=jittor_s, loader=loader)
+
+
+def print_training_table(result):
+    print(f"\nTraining step, batch {TRAIN_BATCH}, {TRAIN_SIZE}×{TRAIN_SIZE}, decoder + MCC, Adam, CPU:\n")
+    print("| PyTorch (s) | Jittor (s) | Jittor / PyTorch |")
+    print("|---|---|---|")
+    print(f"| {result['torch']:.3f} | {result['jittor']:.3f} | {result['jittor'] / result['torch']:.2f} |")
+    steps_per_s = 1 / result["jittor"]
+    print(f"\nData loader, --n_threads {LOADER_THREADS}, 640×480 JPEGs: {result['loader']:.1f} batches/s, "
+          f"{result['loader'] / steps_per_s:.1f}× what the Jittor step consumes")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("image", "video"), help="run one part of the benchmark")
+    parser.add_argument("--only", choices=("image", "video", "train"), help="run one part of the benchmark")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per image case at 256×256 (half at 512)")
     parser.add_argument("--no-onednn-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -308,13 +379,15 @@ def main():
     torch.set_num_threads(os.cpu_count())
     oracle = tm.seeded_weights(seed=0)
     print(f"Machine: {machine_description()}\n")
-    if args.only != "video":
+    if args.only in (None, "image"):
         rows = measure_device("cpu", oracle, args.repeat)
         if jt.has_cuda and torch.cuda.is_available():
             rows += measure_device("cuda", oracle, args.repeat)
         print_table(rows, jittor_with_onednn_seconds(oracle), jittor_without_onednn_seconds(), import_seconds())
-    if args.only != "image":
+    if args.only in (None, "video"):
         print_video_table(measure_video(oracle))
+    if args.only in (None, "train"):
+        print_training_table(measure_training(oracle, args.repeat))
 
 
 if __name__ == "__main__":

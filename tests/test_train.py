@@ -213,3 +213,20 @@ def test_bad_input_is_one_clear_line(tmp_path, weight_files, case):
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Compiling" not in line]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None,
+                    reason="OpenMPI is not installed (apt-get install openmpi-bin libopenmpi-dev); .ci/run installs it")
+def test_two_mpi_ranks_hold_identical_parameters(weight_files, tmp_path):
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    result = subprocess.run(["mpirun", *root, "--oversubscribe", "-np", "2", sys.executable,
+                             os.path.join(REPO, "tests", "mpi_steps.py"), weight_files[0], str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for step in (0, 1):
+        rank0, rank1 = (np.load(tmp_path / f"rank{r}_step{step}.npz") for r in (0, 1))
+        assert int(rank0["world"]) == int(rank1["world"]) == 2
+        names = [k for k in rank0.files if k != "world"]
+        assert len(names) == 28
+        for name in names:
+            np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=f"step {step} {name}")
