@@ -12,7 +12,6 @@ import argparse
 import os
 import queue
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -28,7 +27,7 @@ import net
 import transformer
 import video
 import weights
-from cli import UserError, run
+from cli import UserError, run, writable_folder
 
 MIN_SIDE = 9  # three ceil-mode 2×2 pools must each see more than 2 rows and columns
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
@@ -151,15 +150,6 @@ def check_args(args):
             raise UserError(f"--{flag} {value}: must be 0 (keep) or at least {MIN_SIDE}")
 
 
-def prepare_output_folder(folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UserError(f"--output {folder}: cannot write there ({error.strerror})")
-
-
 def check_size(width, height, what):
     if min(width, height) < MIN_SIDE:
         raise UserError(f"{what}: {width}x{height} is too small; the encoder needs at least "
@@ -232,14 +222,7 @@ def temporary_path(final_path):
 
 def save_image(array, path):
     """Write an image atomically (a half-written file never sits under the final name)."""
-    tmp = temporary_path(path)
-    options = {"quality": 95} if path.endswith(".jpg") else {}
-    try:
-        Image.fromarray(array).save(tmp, **options)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    weights.write_atomically(path, transformer.image_bytes(array, os.path.splitext(path)[1]))
 
 
 def stylize_image(content_path, style_paths, stylizer, args):
@@ -416,7 +399,7 @@ def main(argv=None):
     contents = kinds_of(media_files(args.content, args.content_dir, "content"), "content",
                         from_folder=bool(args.content_dir))
     groups, weights_ = style_sets(args)
-    prepare_output_folder(args.output)
+    writable_folder(args.output, "output")
     stylizer = Stylizer(load_models(args), args.alpha, weights_)
     damaged = set()
     for content_path, kind in contents:

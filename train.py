@@ -15,13 +15,11 @@ alone writes checkpoints and logs.
 import argparse
 import csv
 import glob
-import io
 import os
 import re
 import sys
 
 import numpy as np
-from PIL import Image
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -31,7 +29,7 @@ import net
 import sampler
 import transformer
 import weights
-from cli import UserError, run
+from cli import UserError, run, writable_folder
 
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)
@@ -82,16 +80,6 @@ def check_args(args):
     for flag in ("lr_decay", "style_weight", "content_weight", "n_threads"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag} {getattr(args, flag)}: must not be negative")
-
-
-def writable_folder(folder, flag):
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".write-test")
-        open(probe, "w").close()
-        os.unlink(probe)
-    except OSError as error:
-        raise UserError(f"--{flag} {folder}: cannot write there ({error.strerror})")
 
 
 def is_main_rank():
@@ -208,19 +196,14 @@ class TrainingLog:
         rows = [np.concatenate([transformer.array_to_image(a[i]) for a in (content, style, stylized)], axis=1)
                 for i in range(min(4, len(content)))]
         grid = np.concatenate(rows, axis=0)
-        weights.write_atomically(os.path.join(self.folder, f"sample_iter_{iteration}.png"), png_bytes(grid))
+        weights.write_atomically(os.path.join(self.folder, f"sample_iter_{iteration}.png"),
+                                 transformer.image_bytes(grid, ".png"))
         for name, batch in (("content", content), ("style", style), ("Ics", stylized)):
             self.tensorboard.add_image(name, np.clip(batch[0], 0, 1), iteration)
 
     def close(self):
         self.csv_file.close()
         self.tensorboard.close()
-
-
-def png_bytes(array):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- main

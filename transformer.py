@@ -5,6 +5,8 @@ and its `CenterCrop` floors where torchvision rounds. The original MCCNet relies
 torchvision, so the rules are written out here. Arrays are float32 CHW in [0, 1], the
 layout the networks take (as torchvision's `ToTensor` gives).
 """
+import io
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -49,6 +51,16 @@ def image_to_array(image):
 def array_to_image(array):
     """CHW float (any range) → HWC uint8, rounding as torchvision's save_image: x·255 + 0.5, clamped."""
     return np.clip(np.asarray(array, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def image_bytes(array, extension):
+    """An HWC uint8 array encoded as a `.png` or `.jpg` (quality 95) file's bytes."""
+    buffer = io.BytesIO()
+    if extension == ".png":
+        Image.fromarray(array).save(buffer, "PNG")
+    else:
+        Image.fromarray(array).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- geometry, torchvision rules
