@@ -1,0 +1,42 @@
+#!/bin/bash
+# The CUDA check (tests/cuda_check.py) on a lent GPU machine with no network.
+# Its Python (3.12, numpy 2) lacks Jittor: the wheels travel in .whl/ (numpy 1.26.4 cp312,
+# jittor 1.3.11.0, jittor-offline 0.0.7, astunparse). The image has CUDA 13 and cuDNN 9,
+# newer than Jittor 1.3.11 knows; the adaptations below are what that takes, each
+# printed so that the log says what was changed.
+set -u
+LOG=${OUT:-/tmp}/cuda_check.log
+exec > >(tee "$LOG") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site
+JT=/tmp/site/jittor
+nvidia-smi -L; command -v nvcc g++ mpicc; nvcc --version | tail -1
+python3 -c "import sysconfig, os; p = sysconfig.get_paths()['include']; print(p, os.path.exists(p + '/Python.h'))"
+
+echo "adaptation 1: CUDA 13 removed cudaDeviceProp.clockRate and .computeMode (read by helper_cuda.h)"
+sed -i "s/deviceProp\.computeMode/cudaComputeModeDefault/g; s/deviceProp\.clockRate/1/g" \
+    $JT/extern/cuda/inc/helper_cuda.h
+echo "adaptation 2: cuDNN 9 dropped the legacy RNN API: Jittor's cuDNN RNN ops removed"
+rm -f $JT/extern/cuda/cudnn/ops/cudnn_rnn* $JT/extern/cuda/cudnn/src/cudnn_rnn*
+echo "adaptation 3: cuDNN 9's libraries under the cuDNN 8 names Jittor looks for"
+CUDNN=$(python3 -c "import nvidia.cudnn as m; print(m.__path__[0])")
+ln -sf $CUDNN/include/* /usr/include/
+LIBDIR=/usr/lib/x86_64-linux-gnu
+ln -sf $CUDNN/lib/libcudnn.so.9 $LIBDIR/libcudnn.so
+for name in ops_infer:ops ops_train:ops cnn_infer:cnn cnn_train:cnn; do
+    ln -sf $CUDNN/lib/libcudnn_${name#*:}.so.9 $LIBDIR/libcudnn_${name%:*}.so
+done
+export LD_LIBRARY_PATH=$CUDNN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+echo "adaptation 4: cuTT (Jittor's fast transpose) reads removed cudaDeviceProp fields too: off"
+export use_cutt=0
+echo "adaptation 5: CUTLASS (used by Jittor's attention ops only) is a download: off"
+export use_cutlass=0
+export use_mpi=0 use_nccl=0  # one GPU: no MPI, and no NCCL build from source (minutes)
+
+probe() { log_silent=0 timeout 420 python3 -c "import backend, jittor as jt; print('jittor has_cuda', jt.has_cuda)"; }
+if ! probe && [ "${PARTS:-all}" = all ]; then
+    echo "Jittor with cuDNN failed; again without cuDNN (conv_opt=1: Jittor's own convolutions)"
+    export conv_opt=1
+    probe || exit 1
+fi
+timeout 420 python3 tests/cuda_check.py cuda ${PARTS:-all}
