@@ -1,4 +1,5 @@
 """train.py and sampler.py: the sampler's stream, learning, checkpoints, resume, bad input."""
+import json
 import os
 import shutil
 import subprocess
@@ -230,3 +231,26 @@ def test_two_mpi_ranks_hold_identical_parameters(weight_files, tmp_path):
         assert len(names) == 28
         for name in names:
             np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=f"step {step} {name}")
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None,
+                    reason="OpenMPI is not installed (apt-get install openmpi-bin libopenmpi-dev); .ci/run installs it")
+def test_mpi_ranks_draw_disjoint_shares_of_the_single_process_stream(tmp_path):
+    folder = tmp_path / "uniform"
+    folder.mkdir()
+    for i in range(1, 8):  # seven images: batches cross epoch boundaries
+        Image.fromarray(np.full((20, 24, 3), 20 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    result = subprocess.run(["mpirun", *root, "--oversubscribe", "-np", "2", sys.executable,
+                             os.path.join(REPO, "tests", "mpi_sampler.py"), str(folder), str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # the same stream in one process, with the global batch of 2 ranks × --batch_size 2
+    single = sampler.InfiniteImageFolder(str(folder), batch_size=4, length=16, seed=0, crop=16)
+    expected = [[int(os.path.basename(single.path_at(4 * b + i))[:-4]) for i in range(4)] for b in range(4)]
+    for b, global_batch in enumerate(expected):
+        first, second = ranks[0]["batches"][b], ranks[1]["batches"][b]
+        assert len(first) == len(second) == 2  # each rank trains on its own --batch_size images
+        assert first + second == global_batch, f"batch {b}: ranks {first} + {second}, single process {global_batch}"
