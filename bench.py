@@ -11,14 +11,17 @@ The video part stylizes a 640 × 360 clip with `test_video.py`'s pipeline and wi
 original's per-frame procedure (style re-read, resized and encoded for every frame, relu5_1
 and the content-content pass computed, batch 1) in the PyTorch oracle, compares whole-video
 frames/s with model-only frames/s (I/O overhead), and the peak memory of a clip with its
-10 × longer version. The training part times one optimisation step (batch 2, 128 × 128)
-in both frameworks and the data loader's batches per second. Weights are random: speed does not depend on their values. Needs
-PyTorch (requirements-dev.txt).
+10 × longer version, and times evaluate.py on the stylized clip. The training part times
+one optimisation step (batch 2, 128 × 128) in both frameworks, taking turns, and the data
+loader's batches per second. Weights are random: speed does not depend on their values.
+Needs PyTorch (requirements-dev.txt).
 
-    python bench.py                 # everything, about 10 minutes on 2 cores
+    python bench.py                 # everything, about 12 minutes on 2 cores, ending with a summary table
     python bench.py --only video    # or --only image, --only train
 """
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -40,6 +43,7 @@ sys.path.append(os.path.join(HERE, "tests"))  # after HERE: tests/test_video.py 
 import torch  # noqa: E402  (after our Jittor start-up; the oracle needs it)
 import torch_mccnet as tm  # noqa: E402
 from clips import make_clip  # noqa: E402
+import evaluate  # noqa: E402
 import sampler  # noqa: E402
 import test_video  # noqa: E402
 import train  # noqa: E402
@@ -65,6 +69,25 @@ def median_seconds(run, warmup, repeat):
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(torch_run, jittor_run, warmup, repeat):
+    """Median wall-clock and process-CPU seconds of each, the two run in turns.
+
+    Taking turns exposes both to the same drift in the load of a shared machine; CPU time
+    (all threads of this process) is the steadier figure when other jobs steal cores.
+    """
+    for _ in range(warmup):
+        torch_run()
+        jittor_run()
+    times = {"torch": ([], []), "jittor": ([], [])}
+    for _ in range(repeat):
+        for name, run in (("torch", torch_run), ("jittor", jittor_run)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}
 
 
 def jittor_original_procedure(vgg, decoder, mcc, content, style):
@@ -129,8 +152,9 @@ def measure_device(device, oracle, repeat):
         n = repeat if size <= 256 else max(3, repeat // 2)
         for name, tproc, jproc in (("original procedure", torch_original_procedure, jittor_original_procedure),
                                    ("lean (alpha = 1)", torch_lean_procedure, jittor_lean_procedure)):
-            t = median_seconds(torch_runner(tproc, tmodels, content, style, device), 1, n)
-            j = median_seconds(jittor_runner(jproc, jmodels, content, style), 2, n)
+            medians = interleaved_medians(torch_runner(tproc, tmodels, content, style, device),
+                                          jittor_runner(jproc, jmodels, content, style), 2, n)
+            t, j = medians["torch"][0], medians["jittor"][0]
             rows.append((f"{device.upper()} {name}", size, t, j))
             print(f"  {rows[-1][0]} {size}: PyTorch {t:.3f} s, Jittor {j:.3f} s", file=sys.stderr, flush=True)
     return rows
@@ -250,6 +274,16 @@ def model_only_fps(stylizer, frames, batch_size):
     return len(frames) / (time.perf_counter() - start)
 
 
+def evaluation_fps(clip, stylized, style, vgg_path, output):
+    """evaluate.py on the stylized clip, file to report, timed on its second run (the first compiles)."""
+    arguments = ["--content", clip, "--stylized", stylized, "--style", style, "--vgg", vgg_path, "--output", output]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluate.main(arguments)
+        start = time.perf_counter()
+        evaluate.main(arguments)
+    return VIDEO_FRAMES / (time.perf_counter() - start)
+
+
 def peak_rss_mb(command):
     """Peak resident memory of a child process, in MB."""
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
@@ -282,8 +316,11 @@ def measure_video(oracle, batch_size=4):
         model_only = model_only_fps(stylizer, frames, batch_size)
         original_per_frame_fps(oracle, frames[:1], style)  # warm-up
         original = original_per_frame_fps(oracle, frames, style)
+        stylized = os.path.join(args.output, test_video.output_name(clip, [style], ".mp4"))
+        evaluation = evaluation_fps(clip, stylized, style, weight_paths[0], os.path.join(folder, "evaluation"))
         memory = memory_rows(folder, style, weight_paths)
-    return dict(ours=ours, model_only=model_only, original=original, memory=memory, batch_size=batch_size)
+    return dict(ours=ours, model_only=model_only, original=original, memory=memory, batch_size=batch_size,
+                evaluation=evaluation)
 
 
 def print_video_table(result):
@@ -297,6 +334,9 @@ def print_video_table(result):
     print(f"| test_video.py's model alone, decoded frames in memory | {result['model_only']:.3f} | "
           f"{result['model_only'] / result['original']:.2f} |")
     print(f"\nWhole-video / model-only frames/s: {result['ours'] / result['model_only']:.2f}")
+    print(f"evaluate.py on the stylized clip (with --style): {result['evaluation']:.3f} frames/s: "
+          f"{result['ours'] / result['evaluation']:.2f}× the time test_video.py takes to make it, "
+          f"{result['original'] / result['evaluation']:.2f}× the time of the original per-frame procedure")
     (short, short_mb), (long, long_mb) = result["memory"]
     print(f"Peak memory of test_video.py, {MEMORY_SIZE[0]}×{MEMORY_SIZE[1]}: {short} frames {short_mb:.0f} MB, "
           f"{long} frames {long_mb:.0f} MB ({long_mb / short_mb:.2f}×)")
@@ -351,18 +391,21 @@ def measure_training(oracle, repeat):
     rng = np.random.default_rng(0)
     content, style = rng.random((2, TRAIN_BATCH, 3, TRAIN_SIZE, TRAIN_SIZE), dtype=np.float32)
     noise = (rng.standard_normal(content.shape) * 0.015).astype(np.float32)
-    torch_s = median_seconds(torch_step_runner(0, content, style, noise), 2, repeat)
-    jittor_s = median_seconds(jittor_step_runner(oracle, content, style, noise), 2, repeat)
+    medians = interleaved_medians(torch_step_runner(0, content, style, noise),
+                                  jittor_step_runner(oracle, content, style, noise), 2, repeat)
     with tempfile.TemporaryDirectory() as folder:
         loader = loader_batches_per_second(folder, 20)
-    return dict(torch=torch_s, jittor=jittor_s, loader=loader)
+    return dict(torch=medians["torch"][0], jittor=medians["jittor"][0],
+                torch_cpu=medians["torch"][1], jittor_cpu=medians["jittor"][1], loader=loader)
 
 
 def print_training_table(result):
     print(f"\nTraining step, batch {TRAIN_BATCH}, {TRAIN_SIZE}×{TRAIN_SIZE}, decoder + MCC, Adam, CPU:\n")
-    print("| PyTorch (s) | Jittor (s) | Jittor / PyTorch |")
-    print("|---|---|---|")
-    print(f"| {result['torch']:.3f} | {result['jittor']:.3f} | {result['jittor'] / result['torch']:.2f} |")
+    print("| median per step | PyTorch (s) | Jittor (s) | Jittor / PyTorch |")
+    print("|---|---|---|---|")
+    print(f"| wall clock | {result['torch']:.3f} | {result['jittor']:.3f} | {result['jittor'] / result['torch']:.2f} |")
+    print(f"| CPU time, all threads | {result['torch_cpu']:.3f} | {result['jittor_cpu']:.3f} | "
+          f"{result['jittor_cpu'] / result['torch_cpu']:.2f} |")
     steps_per_s = 1 / result["jittor"]
     print(f"\nData loader, --n_threads {LOADER_THREADS}, 640×480 JPEGs: {result['loader']:.1f} batches/s, "
           f"{result['loader'] / steps_per_s:.1f}× what the Jittor step consumes")
@@ -379,15 +422,41 @@ def main():
     torch.set_num_threads(os.cpu_count())
     oracle = tm.seeded_weights(seed=0)
     print(f"Machine: {machine_description()}\n")
+    rows = video_result = training_result = None
     if args.only in (None, "image"):
         rows = measure_device("cpu", oracle, args.repeat)
         if jt.has_cuda and torch.cuda.is_available():
             rows += measure_device("cuda", oracle, args.repeat)
         print_table(rows, jittor_with_onednn_seconds(oracle), jittor_without_onednn_seconds(), import_seconds())
     if args.only in (None, "video"):
-        print_video_table(measure_video(oracle))
+        video_result = measure_video(oracle)
+        print_video_table(video_result)
     if args.only in (None, "train"):
-        print_training_table(measure_training(oracle, args.repeat))
+        training_result = measure_training(oracle, args.repeat)
+        print_training_table(training_result)
+    if args.only is None:
+        print_summary(rows, video_result, training_result)
+
+
+def print_summary(image_rows, video_result, training_result):
+    """The headline figures of the run above in one table, every one against PyTorch on this machine."""
+    print("\nSummary (this run, this machine):\n")
+    print("| time of | PyTorch | Jittor (ours) | ours / PyTorch |")
+    print("|---|---|---|---|")
+    pytorch_original = {size: t for name, size, t, _ in image_rows if name.startswith("CPU original")}
+    for name, size, t, j in image_rows:
+        if name.startswith("CPU original"):
+            print(f"| image {size}×{size}, the original procedure in both, s | {t:.3f} | {j:.3f} | {j / t:.2f} |")
+        elif name.startswith("CPU lean"):
+            t = pytorch_original[size]
+            print(f"| image {size}×{size}, PyTorch's original procedure vs our lean path, s | {t:.3f} | {j:.3f} | "
+                  f"{j / t:.2f} |")
+    width, height = VIDEO_SIZE
+    print(f"| video {width}×{height}, s per frame (original per-frame procedure vs test_video.py) | "
+          f"{1 / video_result['original']:.3f} | {1 / video_result['ours']:.3f} | "
+          f"{video_result['original'] / video_result['ours']:.2f} |")
+    print(f"| training step, batch {TRAIN_BATCH}, {TRAIN_SIZE}×{TRAIN_SIZE}, s | {training_result['torch']:.3f} | "
+          f"{training_result['jittor']:.3f} | {training_result['jittor'] / training_result['torch']:.2f} |")
 
 
 if __name__ == "__main__":

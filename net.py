@@ -79,6 +79,21 @@ def mse(a, b):
     return ((a - b) ** 2).mean()
 
 
+def content_loss(feats, target_feats):
+    """The content loss on relu4_1 and relu5_1 of the five encoder outputs, mean-std normalised."""
+    return mse(normal(feats[-1]), normal(target_feats[-1])) + mse(normal(feats[-2]), normal(target_feats[-2]))
+
+
+def style_loss(feats, target_feats):
+    """The style loss: channel means and stds matched at relu1_1..relu5_1."""
+    loss = 0
+    for feat, target in zip(feats, target_feats):
+        mean, std = calc_mean_std(feat)
+        target_mean, target_std = calc_mean_std(target)
+        loss = loss + mse(mean, target_mean) + mse(std, target_std)
+    return loss
+
+
 class MCCNet(nn.Module):
     """Re-weights content features channel by channel with a correlation of the style.
 
@@ -184,11 +199,6 @@ class Net(nn.Module):
     def generate(self, content_feats, style_feats):
         return self.decoder(self.mcc_module(content_feats, style_feats))
 
-    def calc_style_loss(self, feat, target):
-        mean, std = calc_mean_std(feat)
-        target_mean, target_std = calc_mean_std(target)
-        return mse(mean, target_mean) + mse(std, target_std)
-
     def execute(self, content, style, noise=None):
         """The six loss terms (spec §5) as a dict; `noise` is drawn as the original does when None."""
         if noise is None:
@@ -201,9 +211,8 @@ class Net(nn.Module):
         ics = self.generate(content_feats, style_feats)
         ics_feats = self.encode_with_intermediate(ics)
 
-        loss_content = mse(normal(ics_feats[-1]), normal(content_feats[-1])) + \
-            mse(normal(ics_feats[-2]), normal(content_feats[-2]))
-        loss_style = sum(self.calc_style_loss(ics_feats[i], style_feats[i]) for i in range(5))
+        loss_content = content_loss(ics_feats, content_feats)
+        loss_style = style_loss(ics_feats, style_feats)
         loss_noise = mse(self.generate(noisy_feats, style_feats), ics)
 
         icc = self.generate(content_feats, content_feats)

@@ -16,9 +16,9 @@ import hashlib
 import io
 import os
 import pickle
+import secrets
 import struct
 import sys
-import tempfile
 import zipfile
 from collections import OrderedDict
 
@@ -263,15 +263,20 @@ def _pkl_bytes(state):
 
 
 def write_atomically(path, data):
-    """Write `data` to `path` through a temporary file, so that `path` is whole or untouched."""
+    """Write `data` to `path` through a temporary file, so that `path` is whole or untouched.
+
+    The temporary file is opened like any new file (not by mkstemp, which makes it private),
+    so that `path` gets the permissions the user's umask gives.
+    """
     folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}-{os.path.basename(path)}")
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        f = open(tmp, "xb")
     except OSError as error:
         raise UserError(f"{path}: cannot write here ({error.strerror})")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
