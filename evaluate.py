@@ -190,13 +190,18 @@ class Encoder:
         return feats
 
 
-def style_features(path, encoder, height):
-    """The style image's features, sized as test_video.py sizes it (shorter side = frame height)."""
+def style_targets(path, encoder, height):
+    """The style loss's targets for the style image, sized as test_video.py sizes it (shorter side = frame height).
+
+    Computed once: every frame's style loss compares with these.
+    """
     try:
         image = transformer.load_image(path)
     except (OSError, ValueError) as error:
         raise UserError(f"--style {path}: not an image that can be read ({error})")
-    return encoder(np.asarray(transformer.resize_shorter_side(image, height)))
+    statistics = net.style_statistics(encoder(np.asarray(transformer.resize_shorter_side(image, height))))
+    jt.sync([value for pair in statistics for value in pair])
+    return statistics
 
 
 # ---------------------------------------------------------------- measuring
@@ -218,7 +223,7 @@ def _finite_mean(values):
     return float(np.mean(finite)) if finite else None
 
 
-def measure(args, n_frames, size, encoder, style_feats, picture_indices):
+def measure(args, n_frames, size, encoder, style_stats, picture_indices):
     """Go through all videos in step; returns the tracks (input first) and the pictures' frames.
 
     Only the previous frame of each video is kept (and the few frames the pictures show),
@@ -246,8 +251,8 @@ def measure(args, n_frames, size, encoder, style_feats, picture_indices):
                 pictures[t] = (frames, previous)
         for i, track in enumerate(tracks[1:], 1):
             track.figures["content_loss"].append(float(net.content_loss(feats[i], feats[0]).item()))
-            if style_feats is not None:
-                track.figures["style_loss"].append(float(net.style_loss(feats[i], style_feats).item()))
+            if style_stats is not None:
+                track.figures["style_loss"].append(float(net.style_loss(feats[i], style_stats).item()))
         jt.sync(normalised)  # computed now: the next frame needs only these, not their graph
         previous, previous_normalised, decoded = frames, normalised, t + 1
     if decoded != n_frames:
@@ -390,8 +395,8 @@ def main(argv=None):
     n_frames, width, height = check_videos(args)
     writable_folder(args.output, "output")
     encoder = Encoder(args.vgg)
-    style_feats = style_features(args.style, encoder, height) if args.style else None
-    tracks, pictures = measure(args, n_frames, (width, height), encoder, style_feats,
+    style_stats = style_targets(args.style, encoder, height) if args.style else None
+    tracks, pictures = measure(args, n_frames, (width, height), encoder, style_stats,
                                picture_indices(n_frames, args.strip_frames))
     data = report(args, tracks, n_frames, (width, height))
     written = write_report(args.output, data, tracks, pictures)

@@ -84,12 +84,15 @@ def content_loss(feats, target_feats):
     return mse(normal(feats[-1]), normal(target_feats[-1])) + mse(normal(feats[-2]), normal(target_feats[-2]))
 
 
-def style_loss(feats, target_feats):
-    """The style loss: channel means and stds matched at relu1_1..relu5_1."""
+def style_statistics(feats):
+    """The channel (mean, std) of each of the five encoder outputs: what the style loss matches."""
+    return [calc_mean_std(feat) for feat in feats]
+
+
+def style_loss(feats, target_statistics):
+    """The style loss: channel means and stds matched at relu1_1..relu5_1 (targets from `style_statistics`)."""
     loss = 0
-    for feat, target in zip(feats, target_feats):
-        mean, std = calc_mean_std(feat)
-        target_mean, target_std = calc_mean_std(target)
+    for (mean, std), (target_mean, target_std) in zip(style_statistics(feats), target_statistics):
         loss = loss + mse(mean, target_mean) + mse(std, target_std)
     return loss
 
@@ -212,7 +215,7 @@ class Net(nn.Module):
         ics_feats = self.encode_with_intermediate(ics)
 
         loss_content = content_loss(ics_feats, content_feats)
-        loss_style = style_loss(ics_feats, style_feats)
+        loss_style = style_loss(ics_feats, style_statistics(style_feats))
         loss_noise = mse(self.generate(noisy_feats, style_feats), ics)
 
         icc = self.generate(content_feats, content_feats)
