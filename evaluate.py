@@ -48,7 +48,6 @@ from cli import UserError, run, writable_folder
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY = (0.01, 0.5)  # Ruder et al.: relative and absolute tolerance of the forward-backward check
-MIN_SIDE = 9  # the VGG's three ceil-mode pools need more than 2 rows and columns each
 COLUMNS = ("warping_error", "frame_difference_pixels", "frame_difference_relu4_1", "content_loss", "style_loss")
 
 
@@ -96,9 +95,9 @@ def video_facts(path, flag):
 def check_videos(args):
     """The content's (frames, width, height), after checking that every stylized video matches it."""
     frames, width, height = video_facts(args.content, "--content")
-    if min(width, height) < MIN_SIDE:
+    if min(width, height) < net.MIN_SIDE:
         raise UserError(f"--content {args.content}: {width}x{height} is too small for the VGG "
-                        f"(at least {MIN_SIDE}x{MIN_SIDE})")
+                        f"(at least {net.MIN_SIDE}x{net.MIN_SIDE})")
     for path in args.stylized:
         n, w, h = video_facts(path, "--stylized")
         if n != frames:

@@ -15,6 +15,9 @@ ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
 RELU4_1 = 3  # index of relu4_1 among the five encoder outputs
 LOSS_WEIGHTS = dict(noise=3000.0, content=3.0, style=10.0, identity1=70.0, identity2=1.0, tv=1e-4)
 NOISE_SIGMA_RANGE = (0.01, 0.02)
+# The smallest image side the encoder takes: up to relu4_1 three ceil-mode 2×2 pools must
+# each see more than 2 rows and columns (Jittor's pool refuses a side ≤ its kernel).
+MIN_SIDE = 9
 
 
 def _conv3x3(in_channels, out_channels, relu=True):

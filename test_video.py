@@ -29,7 +29,6 @@ import video
 import weights
 from cli import UserError, run, writable_folder
 
-MIN_SIDE = 9  # three ceil-mode 2×2 pools must each see more than 2 rows and columns
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 WEIGHTS_HELP = ("the published weights: vgg_normalised.pth (pytorch-AdaIN's release assets, or the link in "
                 "MCCNet's README), decoder_iter_160000.pth and mcc_module_iter_160000.pth (the root of "
@@ -146,14 +145,14 @@ def check_args(args):
         raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
     for flag in ("content_size", "style_size"):
         value = getattr(args, flag)
-        if value is not None and value != 0 and value < MIN_SIDE:
-            raise UserError(f"--{flag} {value}: must be 0 (keep) or at least {MIN_SIDE}")
+        if value is not None and value != 0 and value < net.MIN_SIDE:
+            raise UserError(f"--{flag} {value}: must be 0 (keep) or at least {net.MIN_SIDE}")
 
 
 def check_size(width, height, what):
-    if min(width, height) < MIN_SIDE:
+    if min(width, height) < net.MIN_SIDE:
         raise UserError(f"{what}: {width}x{height} is too small; the encoder needs at least "
-                        f"{MIN_SIDE}x{MIN_SIDE} pixels")
+                        f"{net.MIN_SIDE}x{net.MIN_SIDE} pixels")
 
 
 def load_models(args):
