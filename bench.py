@@ -16,7 +16,7 @@ one optimisation step (batch 2, 128 × 128) in both frameworks, taking turns, an
 loader's batches per second. Weights are random: speed does not depend on their values.
 Needs PyTorch (requirements-dev.txt).
 
-    python bench.py                 # everything, about 12 minutes on 2 cores, ending with a summary table
+    python bench.py                 # everything, about 13 minutes on 2 cores, ending with a summary table
     python bench.py --only video    # or --only image, --only train
 """
 import argparse
