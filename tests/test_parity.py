@@ -46,6 +46,19 @@ def test_decoder(oracle, jittor_models, images):
     assert_close(actual, run_torch(oracle[1], feat), FORWARD_TOL, "decoder")
 
 
+def test_nearest_upsampling_and_its_gradient_equal_pytorchs():
+    rng = np.random.default_rng(4)
+    x, weight = rng.random((2, 3, 5, 7), dtype=np.float32), rng.random((2, 3, 10, 14), dtype=np.float32)
+    jx = jt.array(x)
+    jy = net.NearestUpsample2x()(jx)
+    (jgrad,) = jt.grad((jy * jt.array(weight)).sum(), [jx])
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = torch.nn.Upsample(scale_factor=2, mode="nearest")(tx)
+    (ty * torch.from_numpy(weight)).sum().backward()
+    np.testing.assert_array_equal(jy.numpy(), ty.detach().numpy())
+    assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-6, "upsampling gradient")
+
+
 def test_calc_mean_std_and_normal_are_float32_sound():
     # A large mean and a small spread: E[x²] − E[x]² would lose every digit in float32.
     rng = np.random.default_rng(3)
