@@ -22,6 +22,13 @@ For each frame: the content loss and (with --style) the style loss of the traini
 objective (MCCNET_SPEC.md §5) of S_t against I_t and the style image; the style image is
 sized as test_video.py sizes it (shorter side = the frame height).
 
+The VGG figures (frame difference in relu4_1, content and style loss) need a VGG pass to
+relu5_1 over every input and stylized frame: more work than stylizing the video took. By
+default they are computed on one pair of consecutive frames in every 4 (frames 0 and 1, 4
+and 5, …: half the frames, a quarter of the pairs), which keeps evaluating faster than
+stylizing; --feature_every 1 computes them on every frame. Frames left out are null in the
+report; the means are over the frames computed.
+
 Writes to --output: report.json (every figure, per video and per frame), strip.png (input
 and stylized frames), heatmaps.png (|I_t − I_{t−1}| beside |S_t − S_{t−1}|) and
 temporal_error.png (warping error per frame), and prints a table.
@@ -48,6 +55,7 @@ from cli import UserError, run, writable_folder
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY = (0.01, 0.5)  # Ruder et al.: relative and absolute tolerance of the forward-backward check
+NAN = float("nan")
 COLUMNS = ("warping_error", "frame_difference_pixels", "frame_difference_relu4_1", "content_loss", "style_loss")
 
 
@@ -64,10 +72,15 @@ def parse_args(argv=None):
                         help="scale stylized frames to the content's size instead of refusing other sizes")
     parser.add_argument("--strip_frames", type=int, default=4,
                         help="frames shown in strip.png and heatmaps.png (default 4)")
+    parser.add_argument("--feature_every", type=int, default=4,
+                        help="compute the VGG figures on one pair of consecutive frames in every K: "
+                             "frames 0 and 1, K and K+1, … (default 4; 1 = every frame, the slowest)")
     backend.add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.strip_frames < 1:
         parser.error("--strip_frames must be at least 1")
+    if args.feature_every < 1:
+        parser.error("--feature_every must be at least 1")
     if args.output is None:
         stem = os.path.splitext(os.path.basename(args.stylized[0]))[0]
         args.output = os.path.join("output", f"{stem}_evaluation")
@@ -222,19 +235,25 @@ def _finite_mean(values):
     return float(np.mean(finite)) if finite else None
 
 
+def has_features(t, every):
+    """Whether frame t gets the VGG figures: frames 0 and 1, every and every + 1, …"""
+    return t % every in (0, 1) or every == 1
+
+
 def measure(args, n_frames, size, encoder, style_stats, picture_indices):
     """Go through all videos in step; returns the tracks (input first) and the pictures' frames.
 
     Only the previous frame of each video is kept (and the few frames the pictures show),
-    so memory does not grow with the video's length.
+    so memory does not grow with the video's length. VGG figures of the frames that
+    --feature_every leaves out are NaN (null in the report).
     """
     tracks = [Track(args.content)] + [Track(path) for path in args.stylized]
     streams = [decoded_frames(path, size) for path in [args.content] + args.stylized]
     pictures = {}  # t → (frames at t, frames at t − 1), input first
     previous, previous_normalised, decoded = None, None, 0
     for t, frames in enumerate(tqdm(zip(*streams), total=n_frames, unit="frame", desc="evaluating")):
-        feats = [encoder(frame) for frame in frames]
-        normalised = [net.normal(f[net.RELU4_1]) for f in feats]
+        feats = [encoder(frame) for frame in frames] if has_features(t, args.feature_every) else None
+        normalised = [net.normal(f[net.RELU4_1]) for f in feats] if feats else None
         if t:
             backward, forward = optical_flows(previous[0], frames[0])
             mask = valid_mask(backward, forward)
@@ -243,21 +262,29 @@ def measure(args, n_frames, size, encoder, style_stats, picture_indices):
             for i, track in enumerate(tracks[1:], 1):
                 track.figures["frame_difference_pixels"].append(
                     frame_difference_error(previous[i], frames[i], previous[0], frames[0]))
-                feature_difference = net.mse(normalised[i] - previous_normalised[i],
-                                             normalised[0] - previous_normalised[0])
-                track.figures["frame_difference_relu4_1"].append(float(feature_difference.item()))
+                track.figures["frame_difference_relu4_1"].append(
+                    feature_difference(normalised, previous_normalised, i))
             if t in picture_indices:
                 pictures[t] = (frames, previous)
         for i, track in enumerate(tracks[1:], 1):
-            track.figures["content_loss"].append(float(net.content_loss(feats[i], feats[0]).item()))
+            track.figures["content_loss"].append(float(net.content_loss(feats[i], feats[0]).item()) if feats else NAN)
             if style_stats is not None:
-                track.figures["style_loss"].append(float(net.style_loss(feats[i], style_stats).item()))
-        jt.sync(normalised)  # computed now: the next frame needs only these, not their graph
+                track.figures["style_loss"].append(float(net.style_loss(feats[i], style_stats).item()) if feats else NAN)
+        if normalised:
+            jt.sync(normalised)  # computed now: the next frame needs only these, not their graph
         previous, previous_normalised, decoded = frames, normalised, t + 1
     if decoded != n_frames:
         raise UserError(f"only {decoded} of {n_frames} frames could be decoded from every video: "
                         "one of them is damaged")
     return tracks, pictures
+
+
+def feature_difference(normalised, previous_normalised, i):
+    """mse(ΔN(S), ΔN(I)) of stylized video i, or NaN when either frame has no features."""
+    if normalised is None or previous_normalised is None:
+        return NAN
+    difference = net.mse(normalised[i] - previous_normalised[i], normalised[0] - previous_normalised[0])
+    return float(difference.item())
 
 
 # ---------------------------------------------------------------- the report
@@ -281,10 +308,14 @@ def report(args, tracks, n_frames, size):
         "definitions": {
             "warping_error": "RMS over counted pixels of S_t - warp(S_t-1), [0, 1] scale; per pair t-1, t",
             "frame_difference_pixels": "RMS of (S_t - S_t-1) - (I_t - I_t-1), [0, 1] scale; per pair",
-            "frame_difference_relu4_1": "mse of the same differences of mean-std normalised relu4_1; per pair",
-            "content_loss": "the training content loss of S_t against I_t; per frame",
-            "style_loss": "the training style loss of S_t against the style image; per frame",
+            "frame_difference_relu4_1": "mse of the same differences of mean-std normalised relu4_1; "
+                                        "per pair whose frames have VGG features, else null",
+            "content_loss": "the training content loss of S_t against I_t; per frame with VGG features, else null",
+            "style_loss": "the training style loss of S_t against the style image; per frame with VGG features, "
+                          "else null",
         },
+        "feature_every": args.feature_every,
+        "feature_frames": "VGG features of frames t with t mod feature_every in {0, 1} (every frame when 1)",
         "style": args.style,
         "input": {"mean": tracks[0].summary(), "per_frame": {"warping_error": clean(tracks[0].figures["warping_error"])}},
         "stylized": [{"path": track.name, "mean": track.summary(),
@@ -400,7 +431,10 @@ def main(argv=None):
     data = report(args, tracks, n_frames, (width, height))
     written = write_report(args.output, data, tracks, pictures)
     print(table(data))
-    print(f"\nReport: {', '.join(written)}")
+    with_features = sum(has_features(t, args.feature_every) for t in range(n_frames))
+    print(f"\nFrame difference (relu4_1), content and style loss: from {with_features} of {n_frames} frames "
+          f"(--feature_every {args.feature_every}; 1 = every frame)")
+    print(f"Report: {', '.join(written)}")
 
 
 if __name__ == "__main__":

@@ -132,19 +132,39 @@ def test_report_end_to_end_is_reproducible(stylized_clip, tmp_path, capsys):
         evaluate.main(evaluate_args(stylized_clip, tmp_path / run))
     table = capsys.readouterr().out
     assert "| video | warping error" in table and "(input: the floor)" in table
+    assert "from 4 of 6 frames (--feature_every 4" in table
     first, second = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("first", "second"))
     assert first["frames"] == 6 and first["size"] == [64, 48]
     entry, again = first["stylized"][0], second["stylized"][0]
     for column in evaluate.COLUMNS:
         values, repeat = entry["per_frame"][column], again["per_frame"][column]
         assert len(values) == (5 if column in evaluate.COLUMNS[:3] else 6)
-        assert all(v is not None and v >= 0 for v in values)
-        np.testing.assert_allclose(values, repeat, rtol=1e-6, atol=1e-9, err_msg=column)
+        assert all(v is None or v >= 0 for v in values)
+        np.testing.assert_allclose(as_floats(values), as_floats(repeat), rtol=1e-6, atol=1e-9, err_msg=column)
     # random weights: the stylized clip flickers far more than the input
     assert entry["mean"]["warping_error"] > first["input"]["mean"]["warping_error"]
     for picture in ("strip.png", "heatmaps.png", "temporal_error.png"):
         with Image.open(tmp_path / "first" / picture) as image:
             assert image.size[0] > 200 and image.size[1] > 100
+
+
+def as_floats(values):
+    return np.array(values, dtype=float)  # null (not computed) → NaN
+
+
+def test_vgg_figures_on_every_kth_pair_are_those_of_every_frame(stylized_clip, tmp_path):
+    evaluate.main(evaluate_args(stylized_clip, tmp_path / "sampled"))
+    evaluate.main(evaluate_args(stylized_clip, tmp_path / "every", "--feature_every", "1"))
+    sampled, every = ((json.loads((tmp_path / run / "report.json").read_text())["stylized"][0]["per_frame"])
+                      for run in ("sampled", "every"))
+    computed = {"frame_difference_pixels": [0, 1, 2, 3, 4], "warping_error": [0, 1, 2, 3, 4],
+                "frame_difference_relu4_1": [0, 4],  # the pairs (0, 1) and (4, 5)
+                "content_loss": [0, 1, 4, 5], "style_loss": [0, 1, 4, 5]}
+    for column, indices in computed.items():
+        assert [i for i, v in enumerate(sampled[column]) if v is not None] == indices, column
+        assert None not in every[column], column
+        np.testing.assert_allclose(as_floats(sampled[column])[indices], as_floats(every[column])[indices],
+                                   rtol=1e-6, atol=1e-9, err_msg=column)
 
 
 def test_several_stylized_videos_side_by_side(stylized_clip, tmp_path):
