@@ -11,12 +11,13 @@ The video part stylizes a 640 × 360 clip with `test_video.py`'s pipeline and wi
 original's per-frame procedure (style re-read, resized and encoded for every frame, relu5_1
 and the content-content pass computed, batch 1) in the PyTorch oracle, compares whole-video
 frames/s with model-only frames/s (I/O overhead), and the peak memory of a clip with its
-10 × longer version, and times evaluate.py on the stylized clip. The training part times
-one optimisation step (batch 2, 128 × 128) in both frameworks, taking turns, and the data
-loader's batches per second. Weights are random: speed does not depend on their values.
+10 × longer version, and times evaluate.py on the stylized clip (at its default
+--feature_every, and at 1: every frame). The training part times one optimisation step
+(batch 2, 128 × 128) in both frameworks, taking turns, and the data loader's batches per
+second. Weights are random: speed does not depend on their values.
 Needs PyTorch (requirements-dev.txt).
 
-    python bench.py                 # everything, about 13 minutes on 2 cores, ending with a summary table
+    python bench.py                 # everything, about 14 minutes on 2 cores, ending with a summary table
     python bench.py --only video    # or --only image, --only train
 """
 import argparse
@@ -53,6 +54,7 @@ import video  # noqa: E402
 SIZES = (256, 512)
 VIDEO_SIZE = (640, 360)
 VIDEO_FRAMES = 8
+EVALUATION_DEFAULT_EVERY = evaluate.parse_args(["--content", "c", "--stylized", "s"]).feature_every
 MEMORY_SIZE = (160, 96)  # small frames: the memory test is about the clip's length
 MEMORY_FRAMES = 20
 TRAIN_BATCH, TRAIN_SIZE = 2, 128
@@ -274,9 +276,10 @@ def model_only_fps(stylizer, frames, batch_size):
     return len(frames) / (time.perf_counter() - start)
 
 
-def evaluation_fps(clip, stylized, style, vgg_path, output):
+def evaluation_fps(clip, stylized, style, vgg_path, output, feature_every):
     """evaluate.py on the stylized clip, file to report, timed on its second run (the first compiles)."""
-    arguments = ["--content", clip, "--stylized", stylized, "--style", style, "--vgg", vgg_path, "--output", output]
+    arguments = ["--content", clip, "--stylized", stylized, "--style", style, "--vgg", vgg_path, "--output", output,
+                 "--feature_every", str(feature_every)]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluate.main(arguments)
         start = time.perf_counter()
@@ -317,7 +320,8 @@ def measure_video(oracle, batch_size=4):
         original_per_frame_fps(oracle, frames[:1], style)  # warm-up
         original = original_per_frame_fps(oracle, frames, style)
         stylized = os.path.join(args.output, test_video.output_name(clip, [style], ".mp4"))
-        evaluation = evaluation_fps(clip, stylized, style, weight_paths[0], os.path.join(folder, "evaluation"))
+        evaluation = {every: evaluation_fps(clip, stylized, style, weight_paths[0], os.path.join(folder, "evaluation"),
+                                            every) for every in (EVALUATION_DEFAULT_EVERY, 1)}
         memory = memory_rows(folder, style, weight_paths)
     return dict(ours=ours, model_only=model_only, original=original, memory=memory, batch_size=batch_size,
                 evaluation=evaluation)
@@ -334,9 +338,10 @@ def print_video_table(result):
     print(f"| test_video.py's model alone, decoded frames in memory | {result['model_only']:.3f} | "
           f"{result['model_only'] / result['original']:.2f} |")
     print(f"\nWhole-video / model-only frames/s: {result['ours'] / result['model_only']:.2f}")
-    print(f"evaluate.py on the stylized clip (with --style): {result['evaluation']:.3f} frames/s: "
-          f"{result['ours'] / result['evaluation']:.2f}× the time test_video.py takes to make it, "
-          f"{result['original'] / result['evaluation']:.2f}× the time of the original per-frame procedure")
+    for every, fps in result["evaluation"].items():
+        print(f"evaluate.py on the stylized clip (with --style, --feature_every {every}): {fps:.3f} frames/s: "
+              f"{result['ours'] / fps:.2f}× the time test_video.py takes to make it, "
+              f"{result['original'] / fps:.2f}× the time of the original per-frame procedure")
     (short, short_mb), (long, long_mb) = result["memory"]
     print(f"Peak memory of test_video.py, {MEMORY_SIZE[0]}×{MEMORY_SIZE[1]}: {short} frames {short_mb:.0f} MB, "
           f"{long} frames {long_mb:.0f} MB ({long_mb / short_mb:.2f}×)")

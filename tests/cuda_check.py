@@ -8,6 +8,9 @@ Exactness: the same seeded weights in both frameworks; a 256 × 256 stylization 
 (TF32 rounds to 10 mantissa bits and would hide real differences). Speed: median latency of
 a stylization at 256 and 512 and of a training step (batch 2 at 128² and batch 8 at 256²,
 the original's training size), PyTorch with its default settings (what a user gets).
+Jittor's cuDNN convolutions allow TF32 (cuDNN's default math; Jittor has no switch), so
+cuda_check.sh runs this twice: with NVIDIA_TF32_OVERRIDE=0 (float32 everywhere: the
+exactness figures) and with the defaults (the timings a user gets).
 """
 import json
 import os
