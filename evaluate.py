@@ -236,8 +236,8 @@ def _finite_mean(values):
 
 
 def has_features(t, every):
-    """Whether frame t gets the VGG figures: frames 0 and 1, every and every + 1, …"""
-    return t % every in (0, 1) or every == 1
+    """Whether frame t gets the VGG figures: frames 0 and 1, every and every + 1, … (all when every is 1 or 2)."""
+    return t % every in (0, 1)
 
 
 def measure(args, n_frames, size, encoder, style_stats, picture_indices):
@@ -267,9 +267,10 @@ def measure(args, n_frames, size, encoder, style_stats, picture_indices):
             if t in picture_indices:
                 pictures[t] = (frames, previous)
         for i, track in enumerate(tracks[1:], 1):
-            track.figures["content_loss"].append(float(net.content_loss(feats[i], feats[0]).item()) if feats else NAN)
+            content_loss, style_loss = stylization_losses(feats, i, style_stats)
+            track.figures["content_loss"].append(content_loss)
             if style_stats is not None:
-                track.figures["style_loss"].append(float(net.style_loss(feats[i], style_stats).item()) if feats else NAN)
+                track.figures["style_loss"].append(style_loss)
         if normalised:
             jt.sync(normalised)  # computed now: the next frame needs only these, not their graph
         previous, previous_normalised, decoded = frames, normalised, t + 1
@@ -277,6 +278,15 @@ def measure(args, n_frames, size, encoder, style_stats, picture_indices):
         raise UserError(f"only {decoded} of {n_frames} frames could be decoded from every video: "
                         "one of them is damaged")
     return tracks, pictures
+
+
+def stylization_losses(feats, i, style_stats):
+    """(content loss, style loss) of stylized video i at this frame; NaN without features (or style)."""
+    if feats is None:
+        return NAN, NAN
+    content_loss = float(net.content_loss(feats[i], feats[0]).item())
+    style_loss = float(net.style_loss(feats[i], style_stats).item()) if style_stats is not None else NAN
+    return content_loss, style_loss
 
 
 def feature_difference(normalised, previous_normalised, i):
