@@ -325,7 +325,7 @@ def report(args, tracks, n_frames, size):
                           "else null",
         },
         "feature_every": args.feature_every,
-        "feature_frames": "VGG features of frames t with t mod feature_every in {0, 1} (every frame when 1)",
+        "feature_frames": "VGG features of frames t with t mod feature_every in {0, 1} (every frame when 1 or 2)",
         "style": args.style,
         "input": {"mean": tracks[0].summary(), "per_frame": {"warping_error": clean(tracks[0].figures["warping_error"])}},
         "stylized": [{"path": track.name, "mean": track.summary(),
