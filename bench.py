@@ -54,7 +54,6 @@ import video  # noqa: E402
 SIZES = (256, 512)
 VIDEO_SIZE = (640, 360)
 VIDEO_FRAMES = 8
-EVALUATION_DEFAULT_EVERY = evaluate.parse_args(["--content", "c", "--stylized", "s"]).feature_every
 MEMORY_SIZE = (160, 96)  # small frames: the memory test is about the clip's length
 MEMORY_FRAMES = 20
 TRAIN_BATCH, TRAIN_SIZE = 2, 128
@@ -321,7 +320,7 @@ def measure_video(oracle, batch_size=4):
         original = original_per_frame_fps(oracle, frames, style)
         stylized = os.path.join(args.output, test_video.output_name(clip, [style], ".mp4"))
         evaluation = {every: evaluation_fps(clip, stylized, style, weight_paths[0], os.path.join(folder, "evaluation"),
-                                            every) for every in (EVALUATION_DEFAULT_EVERY, 1)}
+                                            every) for every in (evaluate.FEATURE_EVERY, 1)}
         memory = memory_rows(folder, style, weight_paths)
     return dict(ours=ours, model_only=model_only, original=original, memory=memory, batch_size=batch_size,
                 evaluation=evaluation)

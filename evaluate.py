@@ -56,6 +56,7 @@ from cli import UserError, run, writable_folder
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY = (0.01, 0.5)  # Ruder et al.: relative and absolute tolerance of the forward-backward check
 NAN = float("nan")
+FEATURE_EVERY = 4  # default --feature_every: the VGG figures on half the frames keep evaluating faster than stylizing
 COLUMNS = ("warping_error", "frame_difference_pixels", "frame_difference_relu4_1", "content_loss", "style_loss")
 
 
@@ -72,9 +73,9 @@ def parse_args(argv=None):
                         help="scale stylized frames to the content's size instead of refusing other sizes")
     parser.add_argument("--strip_frames", type=int, default=4,
                         help="frames shown in strip.png and heatmaps.png (default 4)")
-    parser.add_argument("--feature_every", type=int, default=4,
+    parser.add_argument("--feature_every", type=int, default=FEATURE_EVERY, metavar="K",
                         help="compute the VGG figures on one pair of consecutive frames in every K: "
-                             "frames 0 and 1, K and K+1, … (default 4; 1 = every frame, the slowest)")
+                             f"frames 0 and 1, K and K+1, … (default {FEATURE_EVERY}; 1 = every frame, the slowest)")
     backend.add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.strip_frames < 1:
