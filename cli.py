@@ -1,21 +1,77 @@
-"""What every command-line script shares: user errors as one line and an exit code."""
+"""What every command-line script shares: user errors as one line and exit 1, interruption,
+and outputs that are either complete or absent."""
+import argparse
+import contextlib
+import errno
 import os
+import secrets
+import signal
 import sys
 import tempfile
+
+# Errors of a full or limited disk: reported as one line, whatever was being written.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class UserError(Exception):
     """A mistake the user can fix (a missing file, a bad flag): shown as one line, no traceback."""
 
 
-def run(main):
-    """Call `main()`; turn a UserError or Ctrl-C into one line on stderr and a non-zero exit."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are UserErrors: one `error:` line and exit 1, like every other user error."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
+_unfinished = set()  # temporary files of `atomic_output` that an interruption must remove
+_main_process = None  # the process that prints "interrupted"; its forked children exit quietly
+
+
+def _interrupt(signum, frame):
+    """Ctrl-C or SIGTERM: remove unfinished outputs and exit at once.
+
+    Unwinding the stack instead (KeyboardInterrupt) would wait for whatever the main thread
+    was waiting on, Jittor's compiler processes or its data workers, and can hang.
+    """
+    if os.getpid() == _main_process:
+        for path in list(_unfinished):
+            _remove(path)
+        print("\ninterrupted", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def run(main, argv=None, workers=False):
+    """Call `main(argv)`; a UserError becomes one `error:` line and exit 1; Ctrl-C or SIGTERM
+    (what `kill`, Slurm pre-emption and `docker stop` send) "interrupted" and exit 130 or 143,
+    with unfinished outputs removed.
+
+    Jittor installs a SIGINT handler that exits without that clean-up, and a SIGCHLD handler
+    that ends the process with a message about memory whenever a child process is killed.
+    The latter is kept only by scripts with data-loading `workers` (a worker killed for lack
+    of memory would otherwise leave the run waiting for it forever).
+    """
+    global _main_process
+    _main_process = os.getpid()
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    if not workers:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
-        main()
+        main(argv)
     except UserError as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def regular_file(path, flag=None):
+    """Check that `path` is a file that can be read (not missing, not a folder, FIFO or device)."""
+    name = f"{flag} {path}" if flag else path
+    if not os.path.exists(path):
+        raise UserError(f"{name}: no such file")
+    if not os.path.isfile(path):
+        raise UserError(f"{name}: not a regular file (a folder, device or pipe)")
+    return path
 
 
 def writable_folder(folder, flag):
@@ -26,3 +82,51 @@ def writable_folder(folder, flag):
             pass
     except OSError as error:
         raise UserError(f"--{flag} {folder}: cannot write there ({error.strerror})")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """A binary file object (read and write) that becomes `path` only when the `with` block completes.
+
+    It is a new hidden file beside `path`, created exclusively (O_EXCL: a file or link
+    planted under that name makes it fail, never redirects it), with the permissions the
+    umask gives. A failure or an interruption leaves `path` as it was and removes the
+    temporary; a full disk is a UserError.
+    """
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a folder, not a file name")
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".tmp-{secrets.token_hex(8)}-{name}")
+    _unfinished.add(temporary)
+    try:
+        file = open(temporary, "xb+")
+    except OSError as error:
+        _unfinished.discard(temporary)
+        raise UserError(f"{path}: cannot write there ({error.strerror})")
+    try:
+        with file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        if error.errno in DISK_FULL:
+            raise UserError(f"{path}: cannot write it ({os.strerror(error.errno)}); nothing was written")
+        raise
+    except BaseException:
+        _remove(temporary)
+        raise
+    finally:
+        _unfinished.discard(temporary)
+
+
+def write_atomically(path, data):
+    """Write `data` (bytes) to `path` through `atomic_output`."""
+    with atomic_output(path) as file:
+        file.write(data)
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -19,7 +19,7 @@ For each pair of consecutive frames (t−1, t), I = input and S = stylized, valu
   pixels, and in feature space mse(ΔN(S), ΔN(I)), N = the normalised relu4_1 features of the
   content loss.
 For each frame: the content loss and (with --style) the style loss of the training
-objective (MCCNET_SPEC.md §5) of S_t against I_t and the style image; the style image is
+objective (docs/mccnet.md) of S_t against I_t and the style image; the style image is
 sized as test_video.py sizes it (shorter side = the frame height).
 
 The VGG figures (frame difference in relu4_1, content and style loss) need a VGG pass to
@@ -33,7 +33,6 @@ Writes to --output: report.json (every figure, per video and per frame), strip.p
 and stylized frames), heatmaps.png (|I_t − I_{t−1}| beside |S_t − S_{t−1}|) and
 temporal_error.png (warping error per frame), and prints a table.
 """
-import argparse
 import io
 import json
 import os
@@ -46,12 +45,13 @@ from PIL import Image
 from tqdm import tqdm
 
 import backend
+import download_weights
 import jittor as jt
 import net
 import transformer
 import video
 import weights
-from cli import UserError, run, writable_folder
+from cli import ArgumentParser, UserError, regular_file, run, write_atomically, writable_folder
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY = (0.01, 0.5)  # Ruder et al.: relative and absolute tolerance of the forward-backward check
@@ -61,13 +61,13 @@ COLUMNS = ("warping_error", "frame_difference_pixels", "frame_difference_relu4_1
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--content", required=True, help="the input video that was stylized")
     parser.add_argument("--stylized", required=True, action="append",
                         help="a stylized video of --content; give it several times to compare")
     parser.add_argument("--style", help="the style image, for the style loss (left out without it)")
     parser.add_argument("--output", help="folder for the report (default: output/<first stylized name>_evaluation)")
-    parser.add_argument("--vgg", default="experiments/vgg_normalised.pth",
+    parser.add_argument("--vgg_path", "--vgg", default=download_weights.DEFAULT_PATHS[0],
                         help="the VGG encoder's weights, for the feature-space figures (download_weights.py)")
     parser.add_argument("--resize_stylized", action="store_true",
                         help="scale stylized frames to the content's size instead of refusing other sizes")
@@ -76,12 +76,13 @@ def parse_args(argv=None):
     parser.add_argument("--feature_every", type=int, default=FEATURE_EVERY, metavar="K",
                         help="compute the VGG figures on one pair of consecutive frames in every K: "
                              f"frames 0 and 1, K and K+1, … (default {FEATURE_EVERY}; 1 = every frame, the slowest)")
+    parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
+                        help=f"refuse frames larger than this many pixels (default {transformer.MAX_PIXELS:,})")
     backend.add_device_argument(parser)
     args = parser.parse_args(argv)
-    if args.strip_frames < 1:
-        parser.error("--strip_frames must be at least 1")
-    if args.feature_every < 1:
-        parser.error("--feature_every must be at least 1")
+    for flag in ("strip_frames", "feature_every", "max_pixels"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} {getattr(args, flag)}: must be at least 1")
     if args.output is None:
         stem = os.path.splitext(os.path.basename(args.stylized[0]))[0]
         args.output = os.path.join("output", f"{stem}_evaluation")
@@ -92,14 +93,12 @@ def parse_args(argv=None):
 
 def video_facts(path, flag):
     """(frame count, width, height) of an upright video, from its packets and first frame."""
-    if not os.path.isfile(path):
-        raise UserError(f"{flag} {path}: no such file")
-    if video.probe(path) != "video":
+    if video.probe(regular_file(path, flag)) != "video":
         raise UserError(f"{flag} {path}: not a video that can be read")
     with video.VideoReader(path) as reader:
         count = sum(1 for packet in reader.container.demux(reader.video) if packet.size)
     with video.VideoReader(path) as reader:
-        first = next((item[1] for item in reader.packets_and_frames() if item[0] == "video"), None)
+        first = next(reader.frames(), (None,))[0]
     if first is None or count < 2:
         raise UserError(f"{flag} {path}: {count} frame{'s' if count != 1 else ''}; "
                         "temporal consistency needs at least two")
@@ -112,6 +111,10 @@ def check_videos(args):
     if min(width, height) < net.MIN_SIDE:
         raise UserError(f"--content {args.content}: {width}x{height} is too small for the VGG "
                         f"(at least {net.MIN_SIDE}x{net.MIN_SIDE})")
+    try:
+        transformer.check_pixels(width, height, min(args.max_pixels, net.MAX_POOL_PIXELS), "a frame")
+    except transformer.TooLarge as error:
+        raise UserError(f"--content {args.content}: {error}")
     for path in args.stylized:
         n, w, h = video_facts(path, "--stylized")
         if n != frames:
@@ -127,12 +130,10 @@ def check_videos(args):
 def decoded_frames(path, size):
     """The video's frames as HWC uint8, scaled to `size` (width, height) when they differ."""
     with video.VideoReader(path) as reader:
-        for item in reader.packets_and_frames():
-            if item[0] == "video":
-                frame = item[1]
-                if (frame.shape[1], frame.shape[0]) != size:
-                    frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
-                yield frame
+        for frame, _ in reader.frames():
+            if (frame.shape[1], frame.shape[0]) != size:
+                frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+            yield frame
 
 
 # ---------------------------------------------------------------- flow and warping
@@ -186,33 +187,27 @@ class Encoder:
     """The frozen VGG: a frame's relu1_1..relu5_1 (computed lazily: only what a figure uses)."""
 
     def __init__(self, path):
-        self.vgg = net.make_vgg()
         try:
-            weights.load_weights(self.vgg, path, "the VGG encoder")
+            self.vgg = weights.load_weights(net.make_vgg(), path, "the VGG encoder")
         except UserError as error:
-            raise UserError(f"{error} (--vgg; `python download_weights.py` fetches it)")
-        self.slices = net.encoder_slices(self.vgg)
+            raise UserError(f"{error} (--vgg_path; `python download_weights.py` fetches it)")
 
     def __call__(self, frame):
-        x = jt.array(transformer.image_to_array(frame)[None])
-        feats = []
         with jt.no_grad():
-            for encode in self.slices:
-                x = encode(x)
-                feats.append(x)
-        return feats
+            return net.encode(self.vgg, jt.array(transformer.image_to_array(frame)[None]))
 
 
-def style_targets(path, encoder, height):
-    """The style loss's targets for the style image, sized as test_video.py sizes it (shorter side = frame height).
+def style_targets(path, encoder, height, max_pixels):
+    """The style loss's targets for the style image, sized as test_video.py sizes it.
 
     Computed once: every frame's style loss compares with these.
     """
     try:
-        image = transformer.load_image(path)
-    except (OSError, ValueError) as error:
-        raise UserError(f"--style {path}: not an image that can be read ({error})")
-    statistics = net.style_statistics(encoder(np.asarray(transformer.resize_shorter_side(image, height))))
+        image = transformer.load_image(regular_file(path, "--style"), max_pixels)
+        image = transformer.resize_shorter_side(image, transformer.style_side(height), max_pixels)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UserError(f"--style {path}: not an image that can be used ({error})")
+    statistics = net.style_statistics(encoder(np.asarray(image)))
     jt.sync([value for pair in statistics for value in pair])
     return statistics
 
@@ -254,7 +249,7 @@ def measure(args, n_frames, size, encoder, style_stats, picture_indices):
     previous, previous_normalised, decoded = None, None, 0
     for t, frames in enumerate(tqdm(zip(*streams), total=n_frames, unit="frame", desc="evaluating")):
         feats = [encoder(frame) for frame in frames] if has_features(t, args.feature_every) else None
-        normalised = [net.normal(f[net.RELU4_1]) for f in feats] if feats else None
+        normalised = [net.normal(f[net.RELU4_1 - 1]) for f in feats] if feats else None
         if t:
             backward, forward = optical_flows(previous[0], frames[0])
             mask = valid_mask(backward, forward)
@@ -426,7 +421,7 @@ def write_report(folder, data, tracks, pictures):
              "heatmaps.png": heatmap_picture(pictures, names),
              "temporal_error.png": temporal_error_picture(tracks, legend)}
     for name, content in files.items():
-        weights.write_atomically(os.path.join(folder, name), content)
+        write_atomically(os.path.join(folder, name), content)
     return [os.path.join(folder, name) for name in files]
 
 
@@ -435,8 +430,8 @@ def main(argv=None):
     backend.use_device(args.use_cuda)
     n_frames, width, height = check_videos(args)
     writable_folder(args.output, "output")
-    encoder = Encoder(args.vgg)
-    style_stats = style_targets(args.style, encoder, height) if args.style else None
+    encoder = Encoder(args.vgg_path)
+    style_stats = style_targets(args.style, encoder, height, args.max_pixels) if args.style else None
     tracks, pictures = measure(args, n_frames, (width, height), encoder, style_stats,
                                picture_indices(n_frames, args.strip_frames))
     data = report(args, tracks, n_frames, (width, height))

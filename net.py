@@ -1,23 +1,36 @@
 """MCCNet in Jittor: the normalised VGG-19 encoder, the decoder, the MCC module and the
-training network with its six losses (MCCNET_SPEC.md §1-§5).
+training network with its six losses (docs/mccnet.md describes each).
 
 Module and attribute names follow the original PyTorch code, so the published checkpoints
 load key for key: `vgg`, `decoder`, `MCC_Module.MCCN.{f,g,h,out_conv,fc}`.
+
+Every function here keeps the dtype it is given: float32 in use, float64 in the tests that
+prove the formulas. Three Jittor habits would break float64: a Python float in arithmetic
+with a Var is rounded to float32 (so constants that float32 cannot hold go through
+`constant`), `number op Var` gives float32 when the Var is a scalar (so losses are written
+`Var op number`), and the gradient of `mean()` uses 1/n in float32 (so means are `sum() / n`).
 """
 import math
+
+import numpy as np
 
 import backend  # noqa: F401  (prepares Jittor's environment before its first import)
 import jittor as jt
 from jittor import nn
 
+import weights
+
 # Encoder slices of the normalised VGG: vgg[a:b] maps relu{i-1}_1 to relu{i}_1.
 ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
-RELU4_1 = 3  # index of relu4_1 among the five encoder outputs
+RELU4_1 = 4  # inference needs the encoder up to relu4_1 only
 LOSS_WEIGHTS = dict(noise=3000.0, content=3.0, style=10.0, identity1=70.0, identity2=1.0, tv=1e-4)
 NOISE_SIGMA_RANGE = (0.01, 0.02)
 # The smallest image side the encoder takes: up to relu4_1 three ceil-mode 2×2 pools must
 # each see more than 2 rows and columns (Jittor's pool refuses a side ≤ its kernel).
 MIN_SIDE = 9
+# Jittor's max pool indexes with 32-bit ints: its kernel fails to compile when its input (64
+# channels at the image's size, for the first pool) holds 2^31 numbers or more.
+MAX_POOL_PIXELS = (2 ** 31 - 1) // 64
 
 
 def _conv3x3(in_channels, out_channels, relu=True):
@@ -34,8 +47,7 @@ class NearestUpsample2x(nn.Module):
 
     Jittor's Upsample finds each output's source pixel by a float multiply and floor, and
     its gradient scatters back through the same index; a reshape and broadcast copies the
-    same values and has a plain sum as gradient: identical numbers, half the time forward
-    and backward (it is on the training step's path 12 times).
+    same values and its gradient is a plain sum: identical numbers, half the time.
     """
 
     def execute(self, x):
@@ -64,14 +76,32 @@ def make_decoder():
     return nn.Sequential(*layers)
 
 
-vgg = make_vgg()
-decoder = make_decoder()
+def __getattr__(name):
+    """`net.vgg` and `net.decoder`, the original's module-level networks, built on first use."""
+    if name in ("vgg", "decoder"):
+        globals()[name] = make_vgg() if name == "vgg" else make_decoder()
+        return globals()[name]
+    raise AttributeError(f"module 'net' has no attribute '{name}'")
 
 
-def encoder_slices(encoder):
-    """enc_1..enc_5 as Sequentials sharing the encoder's modules: input → relu1_1 ... relu5_1."""
-    layers = list(encoder)
-    return [nn.Sequential(*layers[a:b]) for a, b in ENCODER_SLICES]
+def images_per_pass(height, width, wanted):
+    """How many height × width images one encoder pass can take, at most `wanted` (0: not even one)."""
+    return min(wanted, MAX_POOL_PIXELS // (height * width))
+
+
+def encode(encoder, image, depth=5):
+    """relu1_1 … relu{depth}_1 of an image batch, as a list (depth 4: what inference needs)."""
+    layers, feats = list(encoder), []
+    for start, end in ENCODER_SLICES[:depth]:
+        for layer in layers[start:end]:
+            image = layer(image)
+        feats.append(image)
+    return feats
+
+
+def constant(value, like):
+    """`value` as a 0-dim Var of the dtype of `like`, so that float64 keeps all its digits."""
+    return jt.array(np.array(value, dtype=str(like.dtype)))
 
 
 def calc_mean_std(feat, eps=1e-5):
@@ -82,9 +112,9 @@ def calc_mean_std(feat, eps=1e-5):
     """
     n, c = feat.shape[:2]
     flat = feat.reshape(n, c, -1)
-    mean = flat.mean(dim=2, keepdims=True)
+    mean = flat.sum(dim=2, keepdims=True) / flat.shape[2]
     var = ((flat - mean) ** 2).sum(dim=2, keepdims=True) / (flat.shape[2] - 1)
-    return mean.reshape(n, c, 1, 1), (var + eps).sqrt().reshape(n, c, 1, 1)
+    return mean.reshape(n, c, 1, 1), (var + constant(eps, var)).sqrt().reshape(n, c, 1, 1)
 
 
 def normal(feat, eps=1e-5):
@@ -93,7 +123,16 @@ def normal(feat, eps=1e-5):
 
 
 def mse(a, b):
-    return ((a - b) ** 2).mean()
+    return ((a - b) ** 2).sum() / a.numel()
+
+
+def total(terms):
+    """The sum of loss terms, started from the first (a Python 0 + a scalar Var would be float32)."""
+    terms = list(terms)
+    result = terms[0]
+    for term in terms[1:]:
+        result = result + term
+    return result
 
 
 def content_loss(feats, target_feats):
@@ -108,10 +147,8 @@ def style_statistics(feats):
 
 def style_loss(feats, target_statistics):
     """The style loss: channel means and stds matched at relu1_1..relu5_1 (targets from `style_statistics`)."""
-    loss = 0
-    for (mean, std), (target_mean, target_std) in zip(style_statistics(feats), target_statistics):
-        loss = loss + mse(mean, target_mean) + mse(std, target_std)
-    return loss
+    return total(mse(mean, target_mean) + mse(std, target_std)
+                 for (mean, std), (target_mean, target_std) in zip(style_statistics(feats), target_statistics))
 
 
 class MCCNet(nn.Module):
@@ -128,7 +165,6 @@ class MCCNet(nn.Module):
         self.f = nn.Conv2d(in_dim, in_dim, 1)
         self.g = nn.Conv2d(in_dim, in_dim, 1)
         self.h = nn.Conv2d(in_dim, in_dim, 1)  # unused, as in the original; the checkpoint has it
-        self.softmax = nn.Softmax(dim=-2)  # unused, as in the original
         self.out_conv = nn.Conv2d(in_dim, in_dim, 1)
         self.fc = nn.Linear(in_dim, in_dim)
 
@@ -157,40 +193,35 @@ class MCC_Module(nn.Module):
         return self.MCCN(content_feats[-2], style_feats[-2])
 
 
-def encode_relu4_1(encoder, image):
-    """relu4_1 features: the only encoder output that inference needs."""
-    for layer in list(encoder)[:ENCODER_SLICES[RELU4_1][1]]:
-        image = layer(image)
-    return image
+def load_models(vgg_path, decoder_path, mcc_path):
+    """The encoder, decoder and MCC module, each loaded strictly from a `.pth` or `.pkl` file."""
+    return (weights.load_weights(make_vgg(), vgg_path, "the VGG encoder"),
+            weights.load_weights(make_decoder(), decoder_path, "the decoder"),
+            weights.load_weights(MCC_Module(512), mcc_path, "the MCC module"))
 
+
+# ---------------------------------------------------------------- inference
 
 def style_vectors(encoder, mcc_module, styles):
     """The MCC style vector of each style image; compute once, reuse for every frame."""
-    return [mcc_module.MCCN.style_vector(encode_relu4_1(encoder, s)) for s in styles]
-
-
-def stylize_features(mcc_module, content_feat, vectors, alpha=1.0, interpolation_weights=None):
-    """The original's `feat` (spec §4) from relu4_1 content features and style vectors.
-
-    Equal to `alpha · Σ w_i mcc(c, s_i) + (1 − alpha) · mcc(c, c)` with w normalised to sum 1;
-    the content-content term is computed only when alpha < 1.
-    """
-    weights = interpolation_weights or [1.0] * len(vectors)
-    total = float(sum(weights))
-    vector = sum((w / total) * v for w, v in zip(weights, vectors))
-    if alpha < 1:
-        vector = alpha * vector + (1 - alpha) * mcc_module.MCCN.style_vector(content_feat)
-    return mcc_module.MCCN.apply_style(content_feat, vector)
+    return [mcc_module.MCCN.style_vector(encode(encoder, s, RELU4_1)[-1]) for s in styles]
 
 
 def stylize(encoder, decoder, mcc_module, content, vectors, alpha=1.0, interpolation_weights=None):
     """Stylize a content batch (N, 3, H, W) with precomputed style vectors (see `style_vectors`).
 
-    Returns the decoder output, unclamped, at 8 × the relu4_1 size (H rounded up to a
-    multiple of 8); callers crop it back to H × W.
+    The original's `feat`, `alpha · Σ w_i mcc(c, s_i) + (1 − alpha) · mcc(c, c)` with w
+    normalised to sum 1, computed as one MCC pass with the mixed vector; the content-content
+    term only when alpha < 1. Returns the decoder output, unclamped, at 8 × the relu4_1
+    size (H rounded up to a multiple of 8): callers crop it back to H × W.
     """
-    feat = stylize_features(mcc_module, encode_relu4_1(encoder, content), vectors, alpha, interpolation_weights)
-    return decoder(feat)
+    content_feat = encode(encoder, content, RELU4_1)[-1]
+    weights_ = interpolation_weights or [1.0] * len(vectors)
+    vector = total(v * constant(w / sum(weights_), v) for w, v in zip(weights_, vectors))
+    if alpha < 1:
+        content_vector = mcc_module.MCCN.style_vector(content_feat)
+        vector = vector * constant(alpha, vector) + content_vector * constant(1 - alpha, vector)
+    return decoder(mcc_module.MCCN.apply_style(content_feat, vector))
 
 
 def style_transfer(encoder, decoder, mcc_module, content, styles, alpha=1.0, interpolation_weights=None):
@@ -199,31 +230,27 @@ def style_transfer(encoder, decoder, mcc_module, content, styles, alpha=1.0, int
     return stylize(encoder, decoder, mcc_module, content, vectors, alpha, interpolation_weights)
 
 
+# ---------------------------------------------------------------- training
+
 class Net(nn.Module):
     """The training network: frozen encoder, trainable decoder and MCC module, six losses."""
 
     def __init__(self, encoder, decoder, mcc_module):
         super().__init__()
-        self.enc_1, self.enc_2, self.enc_3, self.enc_4, self.enc_5 = encoder_slices(encoder)
         for param in encoder.parameters():
             param.stop_grad()
+        self.encoder = encoder
         self.decoder = decoder
         self.mcc_module = mcc_module
 
     def encode_with_intermediate(self, image):
-        feats = [image]
-        for enc in (self.enc_1, self.enc_2, self.enc_3, self.enc_4, self.enc_5):
-            feats.append(enc(feats[-1]))
-        return feats[1:]
+        return encode(self.encoder, image)
 
     def generate(self, content_feats, style_feats):
         return self.decoder(self.mcc_module(content_feats, style_feats))
 
-    def execute(self, content, style, noise=None):
-        """The six loss terms (spec §5) as a dict; `noise` is drawn as the original does when None."""
-        if noise is None:
-            sigma = float(jt.rand(1).item()) * (NOISE_SIGMA_RANGE[1] - NOISE_SIGMA_RANGE[0]) + NOISE_SIGMA_RANGE[0]
-            noise = jt.randn(content.shape) * sigma
+    def execute(self, content, style, noise):
+        """The six loss terms (docs/mccnet.md) as a dict; `noise` is the Gaussian noise added to the content."""
         with jt.no_grad():
             style_feats = self.encode_with_intermediate(style)
             content_feats = self.encode_with_intermediate(content)
@@ -240,8 +267,8 @@ class Net(nn.Module):
         loss_identity1 = mse(icc, content) + mse(iss, style)
         icc_feats = self.encode_with_intermediate(icc)
         iss_feats = self.encode_with_intermediate(iss)
-        loss_identity2 = sum(mse(icc_feats[i], content_feats[i]) + mse(iss_feats[i], style_feats[i])
-                             for i in range(5))
+        loss_identity2 = total(mse(icc_feats[i], content_feats[i]) + mse(iss_feats[i], style_feats[i])
+                               for i in range(5))
 
         loss_tv = (ics[..., 1:] - ics[..., :-1]).abs().sum() + (ics[..., 1:, :] - ics[..., :-1, :]).abs().sum()
         return dict(content=loss_content, style=loss_style, noise=loss_noise,
@@ -249,8 +276,8 @@ class Net(nn.Module):
 
 
 def total_loss(losses, content_weight=LOSS_WEIGHTS["content"], style_weight=LOSS_WEIGHTS["style"]):
-    weights = dict(LOSS_WEIGHTS, content=content_weight, style=style_weight)
-    return sum(weights[name] * value for name, value in losses.items())
+    weights_ = dict(LOSS_WEIGHTS, content=content_weight, style=style_weight)
+    return total(value * constant(weights_[name], value) for name, value in losses.items())
 
 
 class Adam(jt.optim.Adam):
@@ -268,12 +295,13 @@ class Adam(jt.optim.Adam):
         for group in self.param_groups:
             lr, eps = group.get("lr", self.lr), group.get("eps", self.eps)
             beta1, beta2 = group.get("betas", self.betas)
-            step_size = lr / (1 - beta1 ** n)
-            correction2_sqrt = math.sqrt(1 - beta2 ** n)
+            like = group["params"][0]
+            beta1_, beta2_, rest1, rest2, step_size, correction2_sqrt, eps_ = (constant(value, like) for value in (
+                beta1, beta2, 1 - beta1, 1 - beta2, lr / (1 - beta1 ** n), math.sqrt(1 - beta2 ** n), eps))
             for param, grad, v, m in zip(group["params"], group["grads"], group["values"], group["m"]):
                 if param.is_stop_grad():
                     continue
-                m.update(beta1 * m + (1 - beta1) * grad)
-                v.update(beta2 * v + (1 - beta2) * grad * grad)
-                param.update(param - step_size * m / (jt.sqrt(v) / correction2_sqrt + eps))
+                m.update(m * beta1_ + grad * rest1)
+                v.update(v * beta2_ + grad * grad * rest2)
+                param.update(param - m * step_size / (jt.sqrt(v) / correction2_sqrt + eps_))
         self.post_step()

@@ -6,12 +6,12 @@ stream never ends, reshuffles at every epoch, fills every batch (a batch that cr
 epoch boundary takes the rest from the next permutation), does not depend on how many
 workers decode it, and resumes exactly from any position.
 """
+import multiprocessing
 import os
 import sys
 
 import numpy as np
 from jittor.dataset import Dataset
-from PIL import Image
 
 import transformer
 from cli import UserError
@@ -54,6 +54,10 @@ class InfiniteImageFolder(Dataset):
         self.seed, self.start, self.crop = seed, start, crop
         self._order = (None, None)  # (epoch, permutation): one permutation is kept at a time
         self.skipped = 0  # unreadable images met by this process (each worker counts its own)
+        # A worker process cannot raise into the training loop (Jittor would report its death
+        # as an interruption): it leaves its fatal error here, shared memory made before the
+        # workers fork, for `raise_failure` to raise in the main process.
+        self.failure = multiprocessing.Array("c", 1024)
         self.set_attrs(batch_size=batch_size, total_len=length, shuffle=False, drop_last=True,
                        num_workers=n_threads, buffer_size=WORKER_BUFFER_BYTES)
 
@@ -65,18 +69,29 @@ class InfiniteImageFolder(Dataset):
 
     def load(self, k):
         """Sample k as a CHW float32 array; its random crop is drawn from (seed, k) too."""
-        with Image.open(self.path_at(k)) as image:
-            rgb = transformer.to_rgb(image)
-        return transformer.train_transform(rgb, np.random.default_rng([self.seed, k, 1]), self.crop)
+        image = transformer.load_image(self.path_at(k), upright=False)
+        return transformer.train_transform(image, np.random.default_rng([self.seed, k, 1]), self.crop)
 
     def __getitem__(self, index):
-        """Sample start + index; an unreadable image is replaced by the next one in the stream."""
+        """Sample start + index; an unreadable image is replaced by the next one in the stream.
+
+        After MAX_SUBSTITUTES unreadable images in a row the failure is recorded and a
+        black image returned: the training loop calls `raise_failure` before using a batch.
+        """
         k = self.start + index
         for attempt in range(MAX_SUBSTITUTES):
             try:
                 return self.load(k + attempt)
-            except (OSError, ValueError, Image.DecompressionBombError) as error:
+            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on a damaged file
                 self.skipped += 1
                 print(f"warning: skipping unreadable image {self.path_at(k + attempt)} ({error}); "
                       f"{self.skipped} skipped so far by this loader", file=sys.stderr, flush=True)
-        raise UserError(f"{MAX_SUBSTITUTES} unreadable images in a row near {self.path_at(k)}")
+        self.failure.value = f"{MAX_SUBSTITUTES} unreadable images in a row near {self.path_at(k)}".encode()[:1023]
+        return np.zeros((3, self.crop, self.crop), np.float32)
+
+
+def raise_failure(*datasets):
+    """A UserError if a dataset (or one of its worker processes) met too many unreadable images."""
+    for dataset in datasets:
+        if dataset.failure.value:
+            raise UserError(dataset.failure.value.decode(errors="replace"))

@@ -5,38 +5,33 @@
 Every content × style pair is produced as `<content>_stylized_<style>` in --output: an
 H.264/MP4 with the input's size, frame timestamps and sound for a video, a --save_ext
 image for an image. The style is read, resized and encoded once per pair (the original
-re-did it for every frame); frames go through the network in batches while decoding and
-encoding run in background threads; memory does not grow with the video's length.
+re-did it for every frame); frames go through the network in batches; memory does not
+grow with the video's length.
 """
-import argparse
+import itertools
+import math
 import os
-import queue
 import sys
-import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 import backend
+import download_weights
 import jittor as jt
 import net
 import transformer
 import video
-import weights
-from cli import UserError, run, writable_folder
+from cli import ArgumentParser, UserError, atomic_output, regular_file, run, write_atomically, writable_folder
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
-WEIGHTS_HELP = ("the published weights: vgg_normalised.pth (pytorch-AdaIN's release assets, or the link in "
-                "MCCNet's README), decoder_iter_160000.pth and mcc_module_iter_160000.pth (the root of "
-                "github.com/diyiiyiii/MCCNet, branch main), placed in experiments/")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     content = parser.add_argument_group("content (one of)")
     content.add_argument("--content", "--video", dest="content",
                          help="a content image or video file (any format FFmpeg or PIL reads, recognised "
@@ -49,11 +44,12 @@ def parse_args(argv=None):
     parser.add_argument("--style_interpolation_weights",
                         help="comma-separated weights, one per --style, to blend the styles into one")
     parser.add_argument("--output", default="output", help="folder for the results (default: output)")
-    parser.add_argument("--vgg_path", default="experiments/vgg_normalised.pth", help="encoder weights (.pth or .pkl)")
-    parser.add_argument("--decoder_path", default="experiments/decoder_iter_160000.pth",
-                        help="decoder weights (.pth or .pkl)")
-    parser.add_argument("--transform_path", default="experiments/mcc_module_iter_160000.pth",
-                        help="MCC module weights (.pth or .pkl)")
+    vgg, decoder, mcc = download_weights.DEFAULT_PATHS
+    parser.add_argument("--vgg_path", "--vgg", default=vgg, help=f"encoder weights, .pth or .pkl (default {vgg})")
+    parser.add_argument("--decoder_path", "--decoder", default=decoder,
+                        help=f"decoder weights, .pth or .pkl (default {decoder})")
+    parser.add_argument("--transform_path", "--transform", default=mcc,
+                        help=f"MCC module weights, .pth or .pkl (default {mcc})")
     parser.add_argument("--a", "--alpha", dest="alpha", type=float, default=1.0,
                         help="style strength in [0, 1]: 1 is full style, 0 reconstructs the content")
     parser.add_argument("--preserve_color", action="store_true",
@@ -71,14 +67,30 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=4, help="video frames per forward pass (default 4)")
     parser.add_argument("--save_frames", action="store_true",
                         help="also write each stylized video frame as an image in <output>/<name>_frames/")
+    parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
+                        help=f"refuse images and frames larger than this many pixels (default "
+                             f"{transformer.MAX_PIXELS:,} = 4096²; memory grows with it, see README)")
     backend.add_device_argument(parser)
     return parser.parse_args(argv)
 
 
-# ---------------------------------------------------------------- inputs
+def check_args(args):
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha {args.alpha}: must be within [0, 1]")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.max_pixels < net.MIN_SIDE ** 2:
+        raise UserError(f"--max_pixels {args.max_pixels}: must be at least {net.MIN_SIDE ** 2}")
+    for flag in ("content_size", "style_size"):
+        value = getattr(args, flag)
+        if value is not None and value != 0 and value < net.MIN_SIDE:
+            raise UserError(f"--{flag} {value}: must be 0 (keep) or at least {net.MIN_SIDE}")
+
+
+# ---------------------------------------------------------------- inputs and outputs
 
 def media_files(path, folder, what):
-    """The files named by --X (comma-separated) or found in --X_dir, checked to exist."""
+    """The files named by --X (comma-separated) or found in --X_dir, checked to be files."""
     if bool(path) == bool(folder):
         raise UserError(f"give either --{what} or --{what}_dir")
     if folder:
@@ -89,11 +101,7 @@ def media_files(path, folder, what):
         if not files:
             raise UserError(f"--{what}_dir {folder}: holds no files")
         return files
-    files = [p for p in path.split(",") if p]
-    for file in files:
-        if not os.path.isfile(file):
-            raise UserError(f"--{what} {file}: no such file")
-    return files
+    return [regular_file(p, f"--{what}") for p in path.split(",") if p]
 
 
 def kinds_of(files, what, from_folder):
@@ -121,12 +129,12 @@ def interpolation_weights(text, n_styles):
         raise UserError(f"--style_interpolation_weights {text}: not comma-separated numbers")
     if len(values) != n_styles:
         raise UserError(f"--style_interpolation_weights has {len(values)} weights for {n_styles} styles")
-    if any(v < 0 for v in values) or sum(values) <= 0:
-        raise UserError("--style_interpolation_weights must be non-negative with a positive sum")
+    if not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        raise UserError(f"--style_interpolation_weights {text}: must be finite, non-negative, with a positive sum")
     return values
 
 
-def style_sets(args):
+def style_groups(args):
     """A list of style groups: one group of several styles when interpolating, else one group per style."""
     files = media_files(args.style, args.style_dir, "style")
     styles = kinds_of(files, "style", from_folder=bool(args.style_dir))
@@ -138,32 +146,78 @@ def style_sets(args):
     return ([paths], weights_) if weights_ else ([[p] for p in paths], None)
 
 
-def check_args(args):
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserError(f"--alpha {args.alpha}: must be within [0, 1]")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
-    for flag in ("content_size", "style_size"):
-        value = getattr(args, flag)
-        if value is not None and value != 0 and value < net.MIN_SIDE:
-            raise UserError(f"--{flag} {value}: must be 0 (keep) or at least {net.MIN_SIDE}")
+def short_names(paths):
+    """A name per file for output names: its stem, or stem_extension where two files share a stem."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    return {p: s if stems.count(s) == 1 else os.path.basename(p).replace(".", "_") for p, s in zip(paths, stems)}
 
 
-def check_size(width, height, what):
+def plan_outputs(contents, groups, args):
+    """{(content, style group): output path}, after checking that no two collide and none is an input."""
+    content_names = short_names([path for path, _ in contents])
+    style_names = short_names(sorted({p for group in groups for p in group}))
+    plan, sources = {}, {}
+    for (content, kind), group in itertools.product(contents, groups):
+        extension = ".mp4" if kind == "video" else args.save_ext
+        name = f"{content_names[content]}_stylized_{'_'.join(style_names[p] for p in group)}{extension}"
+        path = os.path.join(args.output, name)
+        if path in sources:
+            raise UserError(f"{content} and {sources[path]} would both be written to {path}: rename one")
+        frames_dir = os.path.splitext(path)[0] + "_frames"
+        if args.save_frames and kind == "video" and os.path.exists(frames_dir) and not os.path.isdir(frames_dir):
+            raise UserError(f"--save_frames: {frames_dir} is a file, so the frames folder cannot be made there")
+        plan[content, tuple(group)], sources[path] = path, content
+    inputs = {os.path.realpath(p) for p, _ in contents} | {os.path.realpath(p) for g in groups for p in g}
+    for path in plan.values():
+        if os.path.realpath(path) in inputs:
+            raise UserError(f"{path} is one of the inputs: writing the result there would destroy it; "
+                            "choose another --output")
+    return plan
+
+
+def read_picture(path, what, max_pixels):
+    """The picture at `path` as an RGB PIL image, or a UserError saying why it cannot be used."""
+    try:
+        return transformer.load_image(path, max_pixels)
+    except transformer.TooLarge as error:
+        raise UserError(f"{what} {path}: {error}")
+    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on damaged files
+        raise UserError(f"{what} {path}: not an image that can be read ({error})")
+
+
+def sized(image, size, crop, max_pixels, what):
+    """An image as an array sized by the original's rules, or a UserError when too small or too large."""
+    try:
+        array = transformer.test_transform(image, size, crop, max_pixels)
+    except (transformer.TooLarge, ValueError) as error:
+        raise UserError(f"{what}: {error}")
+    height, width = array.shape[1:]
     if min(width, height) < net.MIN_SIDE:
         raise UserError(f"{what}: {width}x{height} is too small; the encoder needs at least "
                         f"{net.MIN_SIDE}x{net.MIN_SIDE} pixels")
+    return array
+
+
+def style_arrays(paths, content_height, content_colours, args):
+    """Style images sized by the original's rule (shorter side = --style_size, else the content's height); CORAL if asked."""
+    arrays = []
+    for path in paths:
+        image = read_picture(path, "--style", args.max_pixels)
+        array = sized(image, transformer.style_side(content_height, args.style_size), args.crop, args.max_pixels,
+                      f"style {path}")
+        arrays.append(transformer.coral(array, content_colours) if args.preserve_color else array)
+    return arrays
 
 
 def load_models(args):
-    models = net.make_vgg(), net.make_decoder(), net.MCC_Module(512)
-    for model, path, what in zip(models, (args.vgg_path, args.decoder_path, args.transform_path),
-                                 ("the VGG encoder", "the decoder", "the MCC module")):
-        try:
-            weights.load_weights(model, path, what)
-        except UserError as error:
-            raise UserError(f"{error}. This needs {WEIGHTS_HELP}")
-    return models
+    """The three networks; a missing default file gets the sentence on where to get the published ones."""
+    try:
+        return net.load_models(args.vgg_path, args.decoder_path, args.transform_path)
+    except UserError as error:
+        paths = (args.vgg_path, args.decoder_path, args.transform_path)
+        if any(p in download_weights.DEFAULT_PATHS and not os.path.exists(p) for p in paths):
+            raise UserError(f"{error}. This needs {download_weights.HOW_TO_GET}")
+        raise
 
 
 # ---------------------------------------------------------------- stylization
@@ -177,9 +231,9 @@ class Stylizer:
         self.interpolation_weights = interpolation_weights
         self.vectors = None
 
-    def set_styles(self, style_arrays):
+    def set_styles(self, style_arrays_):
         with jt.no_grad():
-            vectors = net.style_vectors(self.vgg, self.mcc, [jt.array(s[None]) for s in style_arrays])
+            vectors = net.style_vectors(self.vgg, self.mcc, [jt.array(s[None]) for s in style_arrays_])
             self.vectors = [jt.array(v.numpy()) for v in vectors]  # computed once, reused for every frame
 
     def __call__(self, frames):
@@ -193,202 +247,103 @@ class Stylizer:
         return [transformer.array_to_image(o[:, :height, :width]) for o in out]
 
 
-def load_styles(paths, args, height, content_colours):
-    """Style images as arrays: shorter side to --style_size (default: the content height), CORAL if asked."""
-    size = height if args.style_size is None else args.style_size
-    arrays = []
-    for path in paths:
-        image = transformer.load_image(path)
-        check_size(*image.size, f"style {path}")
-        array = transformer.test_transform(image, size, args.crop)
-        if args.preserve_color:
-            array = transformer.coral(array, content_colours)
-        arrays.append(array)
-    return arrays
-
-
-def output_name(content_path, style_paths, extension):
-    stem = os.path.splitext(os.path.basename(content_path))[0]
-    styles = "_".join(os.path.splitext(os.path.basename(p))[0] for p in style_paths)
-    return f"{stem}_stylized_{styles}{extension}"
-
-
-def temporary_path(final_path):
-    """A hidden name beside the final one: renamed into place only when the file is complete."""
-    folder, name = os.path.split(final_path)
-    return os.path.join(folder, f".{name}.part{os.path.splitext(name)[1]}")
-
-
 def save_image(array, path):
     """Write an image atomically (a half-written file never sits under the final name)."""
-    weights.write_atomically(path, transformer.image_bytes(array, os.path.splitext(path)[1]))
+    write_atomically(path, transformer.image_bytes(array, os.path.splitext(path)[1]))
 
 
-def stylize_image(content_path, style_paths, stylizer, args):
-    image = transformer.load_image(content_path)
+def frames_per_pass(height, width, wanted, what):
+    """At most `wanted` frames per pass, fewer where Jittor's pooling would index past 2^31 numbers."""
+    count = net.images_per_pass(height, width, wanted)
+    if count == 0:
+        raise UserError(f"{what}: {width}x{height} is larger than Jittor can pool "
+                        f"(at most {net.MAX_POOL_PIXELS:,} pixels); use --content_size")
+    return count
+
+
+def stylize_image(content_path, style_paths, out_path, stylizer, args):
+    image = read_picture(content_path, "--content", args.max_pixels)
     size = IMAGE_CONTENT_SIZE if args.content_size is None else args.content_size
-    content = transformer.array_to_image(transformer.test_transform(image, size, args.crop))
-    check_size(content.shape[1], content.shape[0], f"content {content_path}")
-    stylizer.set_styles(load_styles(style_paths, args, content.shape[0], transformer.image_to_array(content)))
-    out_path = os.path.join(args.output, output_name(content_path, style_paths, args.save_ext))
+    content = transformer.array_to_image(sized(image, size, args.crop, args.max_pixels, f"content {content_path}"))
+    frames_per_pass(*content.shape[:2], 1, f"content {content_path}")
+    stylizer.set_styles(style_arrays(style_paths, content.shape[0], transformer.image_to_array(content), args))
     save_image(stylizer([content])[0], out_path)
     print(f"{content_path} -> {out_path}", file=sys.stderr)
 
 
-class Prefetch:
-    """Runs an iterator in a background thread, up to `size` items ahead, so that decoding
-    overlaps compute. Leaving the `with` block stops and joins the thread, so that it never
-    outlives the file it reads."""
+@dataclass
+class VideoResult:
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    problem: str  # why the input seems damaged (stylized as far as it decodes), or None
 
-    _DONE = object()
-
-    def __init__(self, iterable, size):
-        self.items = queue.Queue(size)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._produce, args=(iterable,), daemon=True)
-
-    def _put(self, item):
-        while not self.stop.is_set():
-            try:
-                self.items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self, iterable):
-        try:
-            for item in iterable:
-                if not self._put(item):
-                    return
-            self._put(self._DONE)
-        except BaseException as error:  # noqa: BLE001 -- handed to the consumer, re-raised there
-            self._put(error)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    def __iter__(self):
-        while (item := self.items.get()) is not self._DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def summary(self):
+        even = video.even_size(self.width, self.height)
+        padded = f" (encoded at {even[0]}x{even[1]}: H.264 4:2:0 needs even sizes)" if even != (self.width, self.height) else ""
+        return (f"{self.frames} frames {self.width}x{self.height}{padded} in {self.seconds:.1f} s "
+                f"({self.frames / self.seconds:.2f} frames/s)")
 
 
-class OrderedBackgroundWork:
-    """Runs calls one at a time, in order, in a background thread, with at most `depth` pending."""
-
-    def __init__(self, depth):
-        self.executor = ThreadPoolExecutor(max_workers=1)
-        self.pending = deque()
-        self.depth = depth
-
-    def submit(self, fn, *args):
-        self.pending.append(self.executor.submit(fn, *args))
-        while len(self.pending) > self.depth:
-            self.pending.popleft().result()  # re-raises the writer's error here
-
-    def finish(self):
-        while self.pending:
-            self.pending.popleft().result()
-        self.executor.shutdown()
-
-    def cancel(self):
-        for future in self.pending:
-            future.cancel()
-        self.executor.shutdown(wait=True)
-
-
-def resize_frame(frame, size):
-    if not size:
-        return frame
-    return np.asarray(transformer.resize_shorter_side(Image.fromarray(frame), size))
-
-
-def first_frame(path, size):
-    with video.VideoReader(path) as reader:
-        for item in reader.packets_and_frames():
-            if item[0] == "video":
-                return resize_frame(item[1], size)
-        raise UserError(f"{path}: a video without any decodable frame"
-                        + (f" ({reader.error})" if reader.error else ""))
-
-
-def stylize_video(content_path, style_paths, stylizer, args):
-    size = args.content_size or 0
-    frame0 = first_frame(content_path, size)
-    height, width = frame0.shape[:2]
-    check_size(width, height, f"content {content_path}")
-    stylizer.set_styles(load_styles(style_paths, args, height, transformer.image_to_array(frame0)))
-    out_path = os.path.join(args.output, output_name(content_path, style_paths, ".mp4"))
-    frames_dir = os.path.splitext(out_path)[0] + "_frames" if args.save_frames else None
-    if frames_dir:
-        os.makedirs(frames_dir, exist_ok=True)
-    tmp_path = temporary_path(out_path)
+def stylize_video(content_path, style_paths, out_path, stylizer, args):
+    """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
     with video.VideoReader(content_path) as reader:
-        writer = video.VideoWriter(tmp_path, reader, width, height)
-        background = OrderedBackgroundWork(depth=2 * args.batch_size)
+        frames = (resized_frame(frame, pts, args, content_path) for frame, pts in reader.frames())
+        first = next(frames, None)
+        if first is None:
+            raise UserError(f"{content_path}: a video without any decodable frame ({reader.problem or 'empty'})")
+        height, width = first[0].shape[:2]
+        batch_size = frames_per_pass(height, width, args.batch_size, f"content {content_path}")
+        stylizer.set_styles(style_arrays(style_paths, height, transformer.image_to_array(first[0]), args))
+        frames_dir = os.path.splitext(out_path)[0] + "_frames" if args.save_frames else None
+        if frames_dir:
+            os.makedirs(frames_dir, exist_ok=True)
+        count = 0
+        with atomic_output(out_path) as file, tqdm(total=reader.frames_expected or None, unit="frame",
+                                                   desc=os.path.basename(content_path), file=sys.stderr,
+                                                   dynamic_ncols=True) as progress:
+            writer = video.VideoWriter(file, reader, width, height)
+            try:
+                for batch in batched(itertools.chain([first], frames), batch_size):
+                    for (_, pts), stylized in zip(batch, stylizer([frame for frame, _ in batch])):
+                        writer.write_frame(stylized, pts)
+                        if frames_dir:
+                            save_image(stylized, os.path.join(frames_dir, f"{count:06d}{args.save_ext}"))
+                        count += 1
+                    progress.update(len(batch))
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        return VideoResult(count, width, height, time.perf_counter() - start, reader.problem)
+
+
+def resized_frame(frame, pts, args, content_path):
+    """A decoded frame at --content_size (0 or None: as it is), with its timestamp."""
+    if args.content_size:
+        image = Image.fromarray(frame)
         try:
-            count = run_video_pipeline(reader, writer, stylizer, background, args, frames_dir, size, content_path)
-            background.finish()
-            writer.close()
-            os.replace(tmp_path, out_path)
-        except BaseException:
-            background.cancel()
-            writer.abort()
-            raise
-        finally:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-    seconds = time.perf_counter() - start
-    even = video.even_size(width, height)
-    padded = f" (encoded at {even[0]}x{even[1]}: H.264 4:2:0 needs even sizes)" if even != (width, height) else ""
-    print(f"{content_path} -> {out_path}: {count} frames {width}x{height}{padded} in {seconds:.1f} s "
-          f"({count / seconds:.2f} frames/s)", file=sys.stderr)
-    if reader.error:
-        print(f"WARNING: {content_path} is damaged: decoding stopped after {count} frames ({reader.error})",
-              file=sys.stderr)
-    return reader.error is not None
+            frame = np.asarray(transformer.resize_shorter_side(image, args.content_size, args.max_pixels))
+        except transformer.TooLarge as error:
+            raise UserError(f"content {content_path}: {error}")
+    else:
+        try:
+            transformer.check_pixels(frame.shape[1], frame.shape[0], args.max_pixels, "a frame")
+        except transformer.TooLarge as error:
+            raise UserError(f"content {content_path}: {error}")
+    if min(frame.shape[:2]) < net.MIN_SIDE:
+        raise UserError(f"content {content_path}: {frame.shape[1]}x{frame.shape[0]} is too small; "
+                        f"the encoder needs at least {net.MIN_SIDE}x{net.MIN_SIDE} pixels")
+    return frame, pts
 
 
-def run_video_pipeline(reader, writer, stylizer, background, args, frames_dir, size, content_path):
-    """Decode (background) → stylize in batches (here) → encode and mux (background)."""
-    count = 0
-    batch, stamps = [], []
-    progress = tqdm(total=reader.frames_expected or None, unit="frame", desc=os.path.basename(content_path),
-                    file=sys.stderr, dynamic_ncols=True)
-
-    def flush():
-        nonlocal count
-        for frame, pts in zip(stylizer(batch), stamps):
-            background.submit(writer.write_frame, frame, pts)
-            if frames_dir:
-                background.submit(save_image, frame, os.path.join(frames_dir, f"{count:06d}{args.save_ext}"))
-            count += 1
-        progress.update(len(batch))
-        batch.clear()
-        stamps.clear()
-
-    with progress, Prefetch(reader.packets_and_frames(), 4 * args.batch_size) as decoded:
-        for item in decoded:
-            if item[0] == "audio":
-                background.submit(writer.write_audio, item[1])
-                continue
-            batch.append(resize_frame(item[1], size))
-            stamps.append(item[2])
-            if len(batch) == args.batch_size:
-                flush()
-        if batch:
-            flush()
-    if count == 0:
-        raise UserError(f"{content_path}: no frame could be decoded ({reader.error})")
-    return count
+def batched(items, size):
+    """Lists of `size` consecutive items (the last one shorter)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def main(argv=None):
@@ -397,19 +352,24 @@ def main(argv=None):
     backend.use_device(args.use_cuda)
     contents = kinds_of(media_files(args.content, args.content_dir, "content"), "content",
                         from_folder=bool(args.content_dir))
-    groups, weights_ = style_sets(args)
+    groups, weights_ = style_groups(args)
     writable_folder(args.output, "output")
+    outputs = plan_outputs(contents, groups, args)
     stylizer = Stylizer(load_models(args), args.alpha, weights_)
-    damaged = set()
-    for content_path, kind in contents:
-        for style_paths in groups:
-            if kind == "video":
-                if stylize_video(content_path, style_paths, stylizer, args):
-                    damaged.add(content_path)
-            else:
-                stylize_image(content_path, style_paths, stylizer, args)
+    damaged = []
+    for (content_path, kind), group in itertools.product(contents, groups):
+        out_path = outputs[content_path, tuple(group)]
+        if kind == "image":
+            stylize_image(content_path, group, out_path, stylizer, args)
+            continue
+        result = stylize_video(content_path, group, out_path, stylizer, args)
+        print(f"{content_path} -> {out_path}: {result.summary()}", file=sys.stderr)
+        if result.problem:
+            damaged.append(content_path)
+            print(f"WARNING: {content_path} is damaged: {result.frames} frames decoded ({result.problem})",
+                  file=sys.stderr)
     if damaged:
-        raise UserError(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(sorted(damaged))}")
+        raise UserError(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(damaged)}")
 
 
 if __name__ == "__main__":

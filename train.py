@@ -2,19 +2,26 @@
 
     python train.py --content_dir data/train2014 --style_dir data/wikiart --batch_size 8
 
-Losses, weights, optimizer and learning-rate decay are the original's (MCCNET_SPEC.md §5).
-Checkpoints go to --save_dir (default models/, apart from the published weights in
-experiments/): `decoder_iter_N.pkl` and `mcc_module_iter_N.pkl` (loadable by
-test_video.py; with --save_pth also `.pth` files that the original PyTorch code loads) and
-`state_iter_N.pkl` (optimizer moments and position) for --resume. Every file is written
-atomically and the state file last, so a run killed at any moment leaves the previous
-checkpoint whole. Under `mpirun -np N`, Jittor averages gradients over the ranks, each rank
-trains on its own --batch_size images (an effective batch of N × --batch_size), and rank 0
-alone writes checkpoints and logs.
+Losses, weights, optimizer and learning-rate decay are the original's (docs/mccnet.md).
+
+Checkpoints, in --save_dir (default models/, apart from the published weights in
+experiments/), one set per --save_model_interval and at the end:
+- `decoder_iter_N.pkl`, `mcc_module_iter_N.pkl`: the networks' state dicts, which
+  test_video.py loads as they are (with --save_pth also as `.pth` for the PyTorch original);
+- `state_iter_N.pkl`: Adam's moments (`m.i`, `v.i`, in parameter order), its step count
+  `n_step`, the `iteration` and the position in the image streams (`samples`).
+Every file is written atomically and the state file last, so a run killed at any moment
+leaves the previous checkpoint whole; --resume takes the newest intact one.
+
+Under `mpirun -np N` each rank trains on its own --batch_size images of every global batch
+and Jittor averages the gradients: an update equals one process's with a batch of
+N × --batch_size. Rank 0 alone writes checkpoints and logs. A run may resume with another
+number of ranks: the streams continue where they stopped, with the new global batch.
 """
-import argparse
 import csv
 import glob
+import io
+import math
 import os
 import re
 import sys
@@ -24,23 +31,25 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import backend
+import download_weights
 import jittor as jt
 import net
 import sampler
 import transformer
 import weights
-from cli import UserError, run, writable_folder
+from cli import ArgumentParser, UserError, run, write_atomically, writable_folder
 
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--content_dir", required=True, help="folder of content images (e.g. MS-COCO train2014)")
     parser.add_argument("--style_dir", required=True,
                         help="folder of style images (e.g. WikiArt), flat or in sub-folders")
-    parser.add_argument("--vgg", default="experiments/vgg_normalised.pth", help="encoder weights (.pth or .pkl)")
+    parser.add_argument("--vgg", "--vgg_path", default=download_weights.DEFAULT_PATHS[0],
+                        help="encoder weights, .pth or .pkl")
     parser.add_argument("--save_dir", default="models",
                         help="where checkpoints go (default models/, kept apart from experiments/)")
     parser.add_argument("--log_dir", default="logs", help="TensorBoard events, losses.csv and sample grids")
@@ -48,11 +57,12 @@ def parse_args(argv=None):
     parser.add_argument("--lr_decay", type=float, default=5e-5, help="lr at iteration i is lr / (1 + lr_decay · i)")
     parser.add_argument("--max_iter", type=int, default=160000, help="iterations in all")
     parser.add_argument("--batch_size", type=int, default=8, help="images per iteration (per rank under MPI)")
-    parser.add_argument("--crop_size", type=int, default=256,
+    parser.add_argument("--crop_size", type=int, default=transformer.TRAIN_CROP,
                         help="training crop size; images are first resized to twice this, square "
                              "(the original: 256 from 512)")
-    parser.add_argument("--style_weight", type=float, default=10.0, help="weight of the style loss")
-    parser.add_argument("--content_weight", type=float, default=3.0, help="weight of the content loss")
+    parser.add_argument("--style_weight", type=float, default=net.LOSS_WEIGHTS["style"], help="weight of the style loss")
+    parser.add_argument("--content_weight", type=float, default=net.LOSS_WEIGHTS["content"],
+                        help="weight of the content loss")
     parser.add_argument("--n_threads", type=int, default=16,
                         help="image-decoding worker processes per loader; 0 decodes in the main process")
     parser.add_argument("--save_model_interval", type=int, default=10000, help="iterations between checkpoints")
@@ -61,7 +71,7 @@ def parse_args(argv=None):
                         help="iterations between sample grids (content | style | stylized)")
     parser.add_argument("--seed", type=int, default=0, help="seeds data order, crops and noise: runs are reproducible")
     parser.add_argument("--resume", nargs="?", const="latest",
-                        help="continue from the newest complete checkpoint in --save_dir, or from the "
+                        help="continue from the newest intact checkpoint in --save_dir, or from the "
                              "given state_iter_N.pkl; an error if there is none")
     parser.add_argument("--save_pth", action="store_true", help="also write PyTorch .pth checkpoints")
     backend.add_device_argument(parser)
@@ -69,45 +79,62 @@ def parse_args(argv=None):
 
 
 def check_args(args):
-    positive = ("max_iter", "batch_size", "save_model_interval", "log_interval", "sample_interval")
     if args.crop_size < 32:
         raise UserError(f"--crop_size {args.crop_size}: must be at least 32 (the losses reach relu5_1)")
-    for flag in positive:
+    for flag in ("max_iter", "batch_size", "save_model_interval", "log_interval", "sample_interval"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} {getattr(args, flag)}: must be at least 1")
-    if not args.lr > 0:
-        raise UserError(f"--lr {args.lr}: must be positive")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr {args.lr}: must be a positive number")
     for flag in ("lr_decay", "style_weight", "content_weight", "n_threads"):
-        if getattr(args, flag) < 0:
-            raise UserError(f"--{flag} {getattr(args, flag)}: must not be negative")
+        if not (math.isfinite(getattr(args, flag)) and getattr(args, flag) >= 0):
+            raise UserError(f"--{flag} {getattr(args, flag)}: must be a number, not negative")
+
+
+def rank():
+    return jt.rank if jt.in_mpi else 0
 
 
 def is_main_rank():
-    return not jt.in_mpi or jt.rank == 0
+    return rank() == 0
+
+
+def world_size():
+    return jt.world_size if jt.in_mpi else 1
 
 
 # ---------------------------------------------------------------- one iteration
 
-def learning_rate(args, iteration):
+def learning_rate(lr, lr_decay, iteration):
     """The original's decay, applied before every iteration."""
-    return args.lr / (1.0 + args.lr_decay * iteration)
+    return lr / (1.0 + lr_decay * iteration)
 
 
-def noise_for(seed, iteration, shape):
-    """c' − c for one batch: σ ~ U(0.01, 0.02), then N(0, σ²), drawn from (seed, iteration) so
-    that a resumed run draws what an uninterrupted one would."""
-    rng = np.random.default_rng([seed, iteration, 2])
-    sigma = rng.uniform(*net.NOISE_SIGMA_RANGE)
-    return (rng.standard_normal(shape) * sigma).astype(np.float32)
+def noise_for(seed, iteration, first_sample, shape):
+    """c' − c for this rank's share of a batch: σ ~ U(0.01, 0.02) once per (global) batch,
+    then N(0, σ²) for each image, drawn from its position in the stream: the same noise
+    whatever the number of ranks, and again when a run resumes."""
+    sigma = np.random.default_rng([seed, iteration, 2]).uniform(*net.NOISE_SIGMA_RANGE)
+    samples = [np.random.default_rng([seed, first_sample + i, 3]).standard_normal(shape[1:]) for i in range(shape[0])]
+    return (np.stack(samples) * sigma).astype(np.float32)
 
 
-def train_step(network, optimizer, content, style, noise, args):
-    """One optimisation step; returns the loss terms and the weighted total as floats."""
+def train_step(network, optimizer, content, style, noise, content_weight, style_weight):
+    """One optimisation step; returns this rank's loss terms and weighted total as floats.
+
+    The TV loss is a sum over the batch (the others are means): under MPI, where the
+    gradients are averaged over ranks, it is weighted by the number of ranks so that an
+    update equals one process's with the whole global batch. Every rank finishes the step
+    (its share of the gradient all-reduce included) before returning, so that rank 0 may
+    then read parameters for checkpoints and samples without waiting on a collective that
+    the other ranks will never join.
+    """
     losses = network(content, style, jt.array(noise))
-    total = net.total_loss(losses, args.content_weight, args.style_weight)
+    total = net.total_loss(dict(losses, tv=losses["tv"] * world_size()), content_weight, style_weight)
     optimizer.step(total)
     values = {name: float(value.item()) for name, value in losses.items()}
     values["total"] = float(total.item())
+    jt.sync_all()
     return values
 
 
@@ -117,54 +144,86 @@ def checkpoint_paths(folder, iteration):
     return {name: os.path.join(folder, f"{name}_iter_{iteration}.pkl") for name in ("decoder", "mcc_module", "state")}
 
 
-def optimizer_state(optimizer, iteration):
+def optimizer_state(optimizer, iteration, samples):
     group = optimizer.param_groups[0]
-    state = {"iteration": np.array(iteration), "n_step": np.array(optimizer.n_step)}
+    state = {"iteration": np.array(iteration), "n_step": np.array(optimizer.n_step), "samples": np.array(samples)}
     for i, (m, v) in enumerate(zip(group["m"], group["values"])):
         state[f"m.{i}"], state[f"v.{i}"] = m.numpy(), v.numpy()
     return state
 
 
-def save_checkpoint(folder, iteration, decoder, mcc_module, optimizer, save_pth):
+def save_checkpoint(folder, iteration, samples, decoder, mcc_module, optimizer, save_pth):
     paths = checkpoint_paths(folder, iteration)
     weights.save_weights(decoder, paths["decoder"])
     weights.save_weights(mcc_module, paths["mcc_module"])
     if save_pth:
         weights.save_weights(decoder, paths["decoder"][:-4] + ".pth")
         weights.save_weights(mcc_module, paths["mcc_module"][:-4] + ".pth")
-    weights.write_state_dict(optimizer_state(optimizer, iteration), paths["state"])  # last: marks it complete
+    weights.write_state_dict(optimizer_state(optimizer, iteration, samples), paths["state"])  # last: marks it complete
 
 
-def newest_checkpoint(folder):
-    """The state file of the highest complete checkpoint in `folder`, or None."""
+def complete_checkpoints(folder):
+    """State files of the checkpoints in `folder` whose three files are all there, newest first."""
     found = []
     for path in glob.glob(os.path.join(folder, "state_iter_*.pkl")):
         iteration = int(STATE_PATTERN.search(path).group(1))
         if all(os.path.isfile(p) for p in checkpoint_paths(folder, iteration).values()):
             found.append((iteration, path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found, reverse=True)]
 
 
-def resume(state_path, decoder, mcc_module, optimizer):
-    """Load a checkpoint; returns the iteration it was taken at."""
+def read_checkpoint(state_path, decoder, mcc_module, optimizer):
+    """The three files of a checkpoint, read and checked (UserError if any is damaged); nothing applied yet."""
     match = STATE_PATTERN.search(state_path)
     if not match or not os.path.isfile(state_path):
         raise UserError(f"--resume {state_path}: not a state_iter_N.pkl file")
-    folder, iteration = os.path.dirname(state_path), int(match.group(1))
-    paths = checkpoint_paths(folder, iteration)
-    weights.load_weights(decoder, paths["decoder"], "the decoder")
-    weights.load_weights(mcc_module, paths["mcc_module"], "the MCC module")
-    state = weights.read_state_dict(state_path)
+    paths = checkpoint_paths(os.path.dirname(state_path), int(match.group(1)))
     group = optimizer.param_groups[0]
-    expected = {"iteration": (), "n_step": ()}
+    expected = {"iteration": (), "n_step": (), "samples": ()}
     for i, (m, v) in enumerate(zip(group["m"], group["values"])):
         expected[f"m.{i}"], expected[f"v.{i}"] = tuple(m.shape), tuple(v.shape)
-    weights.check_state_dict(state, expected, state_path, "this training's optimizer")
+    return (weights.read_state_dict(paths["decoder"], _shapes(decoder), "the decoder"),
+            weights.read_state_dict(paths["mcc_module"], _shapes(mcc_module), "the MCC module"),
+            weights.read_state_dict(state_path, expected, "this training's optimizer"))
+
+
+def _shapes(module):
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def resume(choice, folder, decoder, mcc_module, optimizer):
+    """Load the checkpoint `choice` ('latest': the newest intact one in `folder`); returns (iteration, samples)."""
+    candidates = complete_checkpoints(folder) if choice == "latest" else [choice]
+    if not candidates:
+        raise UserError(f"--resume: no complete checkpoint in {folder}; run without --resume to start fresh")
+    for state_path in candidates:
+        try:
+            decoder_state, mcc_state, state = read_checkpoint(state_path, decoder, mcc_module, optimizer)
+            break
+        except UserError as error:
+            if choice != "latest":
+                raise
+            if is_main_rank():
+                print(f"warning: skipping a damaged checkpoint: {error}", file=sys.stderr)
+    else:
+        raise UserError(f"--resume: every checkpoint in {folder} is damaged; run without --resume to start fresh")
+    decoder.load_parameters(decoder_state)
+    mcc_module.load_parameters(mcc_state)
+    group = optimizer.param_groups[0]
     for i, (m, v) in enumerate(zip(group["m"], group["values"])):
         m.update(jt.array(state[f"m.{i}"]))
         v.update(jt.array(state[f"v.{i}"]))
     optimizer.n_step = int(state["n_step"])
-    return int(state["iteration"])
+    if is_main_rank():
+        print(f"resuming from {state_path}", file=sys.stderr)
+    return int(state["iteration"]), int(state["samples"])
+
+
+def remove_stale_temporaries(folder):
+    """Unfinished checkpoint files that a killed run left behind (complete ones are never temporaries)."""
+    for path in glob.glob(os.path.join(folder, ".tmp-*_iter_*.p*")):
+        print(f"removing {path}, left unfinished by an earlier run", file=sys.stderr)
+        os.unlink(path)
 
 
 # ---------------------------------------------------------------- logs
@@ -172,15 +231,20 @@ def resume(state_path, decoder, mcc_module, optimizer):
 class TrainingLog:
     """losses.csv (every iteration), TensorBoard scalars and images, and PNG sample grids."""
 
-    def __init__(self, folder, resumed):
-        """A fresh run starts a new losses.csv; a resumed one appends to it (or starts one)."""
+    HEADER = ("iteration", "lr") + LOSS_NAMES + ("total",)
+
+    def __init__(self, folder, start):
+        """A fresh run starts a new losses.csv; a resumed one keeps the rows up to its checkpoint."""
         self.folder = folder
         path = os.path.join(folder, "losses.csv")
-        new_file = not resumed or not os.path.isfile(path) or os.path.getsize(path) == 0
-        self.csv_file = open(path, "w" if new_file else "a", newline="")
+        kept = io.StringIO()
+        csv.writer(kept).writerow(self.HEADER)
+        if start > 0 and os.path.isfile(path):
+            with open(path, newline="") as f:
+                csv.writer(kept).writerows(row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start)
+        write_atomically(path, kept.getvalue().encode())
+        self.csv_file = open(path, "a", newline="")
         self.csv = csv.writer(self.csv_file)
-        if new_file:
-            self.csv.writerow(("iteration", "lr") + LOSS_NAMES + ("total",))
         self.tensorboard = SummaryWriter(folder)
 
     def losses(self, iteration, lr, values, to_tensorboard):
@@ -195,9 +259,8 @@ class TrainingLog:
         """A grid with one row per image of the batch (at most 4): content | style | stylized."""
         rows = [np.concatenate([transformer.array_to_image(a[i]) for a in (content, style, stylized)], axis=1)
                 for i in range(min(4, len(content)))]
-        grid = np.concatenate(rows, axis=0)
-        weights.write_atomically(os.path.join(self.folder, f"sample_iter_{iteration}.png"),
-                                 transformer.image_bytes(grid, ".png"))
+        write_atomically(os.path.join(self.folder, f"sample_iter_{iteration}.png"),
+                         transformer.image_bytes(np.concatenate(rows, axis=0), ".png"))
         for name, batch in (("content", content), ("style", style), ("Ics", stylized)):
             self.tensorboard.add_image(name, np.clip(batch[0], 0, 1), iteration)
 
@@ -208,21 +271,27 @@ class TrainingLog:
 
 # ---------------------------------------------------------------- main
 
-def build(args):
+def build(vgg_path, lr, seed=0):
+    """The training network and Adam; the decoder's and MCC module's initial weights drawn from `seed`
+    (the same on every rank, and in every run with that seed)."""
+    jt.set_global_seed(seed, different_seed_for_mpi=False)
     vgg, decoder, mcc_module = net.make_vgg(), net.make_decoder(), net.MCC_Module(512)
-    weights.load_weights(vgg, args.vgg, "the VGG encoder")
+    weights.load_weights(vgg, vgg_path, "the VGG encoder")
     network = net.Net(vgg, decoder, mcc_module)
-    optimizer = net.Adam(list(decoder.parameters()) + list(mcc_module.parameters()), lr=args.lr)
+    optimizer = net.Adam(list(decoder.parameters()) + list(mcc_module.parameters()), lr=lr)
     return network, decoder, mcc_module, optimizer
 
 
-def loaders(args, start):
-    """Content and style streams from iteration `start` on; under MPI a batch holds every rank's share."""
-    batch = args.batch_size * (jt.world_size if jt.in_mpi else 1)
+def loaders(args, start, samples):
+    """Content and style streams from iteration `start` and stream position `samples` on.
+
+    A batch here is the global one; under MPI, Jittor hands each rank its share.
+    """
+    batch = args.batch_size * world_size()
 
     def stream(folder, salt):
         return sampler.InfiniteImageFolder(folder, batch, (args.max_iter - start) * batch, seed=args.seed + salt,
-                                           start=start * batch, n_threads=args.n_threads, crop=args.crop_size)
+                                           start=samples, n_threads=args.n_threads, crop=args.crop_size)
     return stream(args.content_dir, 0), stream(args.style_dir, 1)
 
 
@@ -233,24 +302,22 @@ def main(argv=None):
     if is_main_rank():
         writable_folder(args.save_dir, "save_dir")
         writable_folder(args.log_dir, "log_dir")
-    network, decoder, mcc_module, optimizer = build(args)
-    start = 0
-    if args.resume:
-        state_path = newest_checkpoint(args.save_dir) if args.resume == "latest" else args.resume
-        if state_path is None:
-            raise UserError(f"--resume: no complete checkpoint in {args.save_dir}; run without --resume to start fresh")
-        start = resume(state_path, decoder, mcc_module, optimizer)
+        remove_stale_temporaries(args.save_dir)
+    network, decoder, mcc_module, optimizer = build(args.vgg, args.lr, args.seed)
+    start, samples = resume(args.resume, args.save_dir, decoder, mcc_module, optimizer) if args.resume else (0, 0)
     if start >= args.max_iter:
         raise UserError(f"the checkpoint is at iteration {start}, --max_iter is {args.max_iter}: nothing to do")
-    content_loader, style_loader = loaders(args, start)
-    log = TrainingLog(args.log_dir, resumed=start > 0) if is_main_rank() else None
+    content_loader, style_loader = loaders(args, start, samples)
+    log = TrainingLog(args.log_dir, start) if is_main_rank() else None
     progress = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, disable=not is_main_rank(),
                     file=sys.stderr, dynamic_ncols=True)
     try:
         for iteration, content, style in zip(progress, content_loader, style_loader):
-            optimizer.lr = learning_rate(args, iteration)
-            values = train_step(network, optimizer, content, style, noise_for(args.seed, iteration, content.shape), args)
-            done = iteration + 1
+            sampler.raise_failure(content_loader, style_loader)
+            optimizer.lr = learning_rate(args.lr, args.lr_decay, iteration)
+            noise = noise_for(args.seed, iteration, samples + rank() * args.batch_size, content.shape)
+            values = train_step(network, optimizer, content, style, noise, args.content_weight, args.style_weight)
+            done, samples = iteration + 1, samples + args.batch_size * world_size()
             if log:
                 progress.set_postfix(content=f"{values['content']:.3f}", style=f"{values['style']:.3f}",
                                      total=f"{values['total']:.1f}")
@@ -261,11 +328,13 @@ def main(argv=None):
                                                     network.encode_with_intermediate(style)).numpy()
                     log.samples(done, content.numpy(), style.numpy(), stylized)
                 if done % args.save_model_interval == 0 or done == args.max_iter:
-                    save_checkpoint(args.save_dir, done, decoder, mcc_module, optimizer, args.save_pth)
+                    save_checkpoint(args.save_dir, done, samples, decoder, mcc_module, optimizer, args.save_pth)
     finally:
+        content_loader.terminate()
+        style_loader.terminate()
         if log:
             log.close()
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, workers=True)

@@ -12,15 +12,54 @@ from PIL import Image, ImageOps
 
 TRAIN_CROP = 256
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# The default --max_pixels: the largest image or frame we decode and stylize. Each
+# 64-channel feature map of a 4096 × 4096 image takes 4.3 GB, and a few are alive at once.
+MAX_PIXELS = 4096 * 4096
+
+
+class TooLarge(ValueError):
+    """An image, or an image after resizing, above the pixel limit."""
 
 
 # ---------------------------------------------------------------- images ↔ arrays
 
-def load_image(path):
-    """An RGB PIL image from any file PIL reads, upright per its EXIF orientation."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+def _open_unchecked(path):
+    """Image.open with Pillow's decompression-bomb check off: the size is checked against our
+    own limit (`check_pixels`) before anything is decoded, and a picture too large for Pillow
+    must still be recognised as a picture, not handed to FFmpeg."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def picture_frames(path):
+    """How many frames PIL finds in `path` (0 when it is not a picture PIL reads); decodes nothing."""
+    try:
+        with _open_unchecked(path) as image:
+            return getattr(image, "n_frames", 1)
+    except (OSError, ValueError, SyntaxError):  # what PIL's format plugins raise on other files
+        return 0
+
+
+def check_pixels(width, height, max_pixels, what="the image"):
+    if width * height > max_pixels:
+        raise TooLarge(f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of "
+                       f"{max_pixels:,} (--max_pixels raises it; --content_size/--style_size shrink it)")
+
+
+def load_image(path, max_pixels=MAX_PIXELS, upright=True):
+    """An RGB PIL image from any file PIL reads, turned upright per its EXIF orientation.
+
+    Its size is checked against `max_pixels` before it is decoded (TooLarge); a damaged
+    file raises what PIL raises (OSError, ValueError or SyntaxError). Training reads its
+    images as the original does, without EXIF rotation (`upright=False`).
+    """
+    with _open_unchecked(path) as image:
+        check_pixels(*image.size, max_pixels)
+        return to_rgb(ImageOps.exif_transpose(image) if upright else image)
 
 
 def to_rgb(image):
@@ -72,11 +111,16 @@ def shorter_side_size(width, height, size):
     return int(size * width / height), size
 
 
-def resize_shorter_side(image, size):
-    """Resize so that the shorter side is `size`; 0 keeps the image as it is."""
-    if size == 0:
-        return image
-    return image.resize(shorter_side_size(*image.size, size), Image.BILINEAR)
+def resize_shorter_side(image, size, max_pixels=MAX_PIXELS):
+    """Resize so that the shorter side is `size` (0 keeps the image), refusing a result above `max_pixels`."""
+    new_size = shorter_side_size(*image.size, size) if size else image.size
+    check_pixels(*new_size, max_pixels, f"the image resized to a shorter side of {size}" if size else "the image")
+    return image.resize(new_size, Image.BILINEAR) if size else image
+
+
+def style_side(content_height, style_size=None):
+    """The style image's shorter side, by the original's rule: --style_size when given, else the content's height."""
+    return content_height if style_size is None else style_size
 
 
 def center_crop(image, size):
@@ -106,9 +150,9 @@ def train_transform(image, rng, crop=TRAIN_CROP):
     return image_to_array(random_crop(image, crop, rng))
 
 
-def test_transform(image, size=0, crop=False):
+def test_transform(image, size=0, crop=False, max_pixels=MAX_PIXELS):
     """Inference: shorter side to `size` (0 keeps it), optional centre crop to size × size, to array."""
-    image = resize_shorter_side(image, size)
+    image = resize_shorter_side(image, size, max_pixels)
     if crop:
         image = center_crop(image, size if size else min(image.size))
     return image_to_array(image)

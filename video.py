@@ -1,15 +1,18 @@
 """Video in and out through PyAV (FFmpeg's libraries, shipped inside the wheel).
 
 Reading: any container and codec FFmpeg decodes, frames turned upright per the stream's
-display rotation, timestamps kept. Writing: H.264 in MP4, yuv420p (what browsers play),
-the input's timestamps (variable frame rate and 24000/1001 survive), and the input's first
-audio track, copied when MP4 can hold its codec and re-encoded to AAC otherwise.
+display rotation, timestamps kept; damaged packets are skipped, not the end of the video.
+Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
+rate and 24000/1001 survive), and the input's first audio track, read separately from the
+input file and interleaved by time: copied when MP4 can hold its codec, otherwise
+re-encoded to AAC.
 """
 import fractions
 
 import av
 import numpy as np
-from PIL import Image
+
+import transformer
 
 CRF = 18  # x264 constant quality: visually lossless for most content, ~1-3 Mbit/s at 360p
 PRESET = "medium"
@@ -20,19 +23,15 @@ DEFAULT_RATE = fractions.Fraction(25)
 def probe(path):
     """'image' or 'video' by the file's content (never its name), or None for neither.
 
-    A single-frame picture is an image; an animated GIF or WebP and anything FFmpeg
-    finds a video stream in is a video.
+    A single-frame picture is an image, whatever its size (the pixel limit is checked when
+    it is loaded); an animated GIF or WebP and anything FFmpeg finds a video stream in is a video.
     """
-    try:
-        with Image.open(path) as image:
-            if getattr(image, "n_frames", 1) == 1:
-                return "image"
-    except (OSError, ValueError, Image.DecompressionBombError):
-        pass
+    if transformer.picture_frames(path) == 1:
+        return "image"
     try:
         with av.open(path) as container:
             return "video" if container.streams.video else None
-    except (av.FFmpegError, OSError, ValueError):
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return None
 
 
@@ -42,52 +41,64 @@ def upright(array, rotation):
 
 
 class VideoReader:
-    """Demuxes one file: upright RGB frames of its first video stream, and its first audio stream's packets."""
+    """The upright RGB frames of a file's first video stream, with their timestamps."""
 
     def __init__(self, path):
         self.path = path
         self.container = av.open(path)
         self.video = self.container.streams.video[0]
-        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
         self.video.thread_type = "AUTO"
+        self.has_audio = bool(self.container.streams.audio)
         self.rate = self.video.average_rate or self.video.guessed_rate or DEFAULT_RATE
         self.time_base = self.video.time_base or 1 / self.rate
         self.frames_expected = self.video.frames  # 0 when the container does not say
-        self.error = None  # set when decoding stopped early on damaged data
+        self.damaged_packets = 0
+        self.read_error = None
+        self.problem = None  # why the file seems damaged, once `frames` has run to its end
 
-    def packets_and_frames(self):
-        """Yield ('video', HWC uint8, pts) and ('audio', packet) in file order.
+    def frames(self):
+        """Yield (HWC uint8 array, pts) for every frame that decodes, in display order."""
+        decoded, last_pts = 0, None
+        for frame in self._decoded_frames():
+            pts = frame.pts if frame.pts is not None else round(decoded / self.rate / self.time_base)
+            yield upright(frame.to_ndarray(format="rgb24"), frame.rotation), pts
+            decoded, last_pts = decoded + 1, pts
+        self.problem = self._problem(decoded, last_pts)
 
-        Damaged data ends the iteration and is recorded in `self.error`: a truncated file
-        yields what decodes.
-        """
-        streams = [self.video] + ([self.audio] if self.audio else [])
-        index, last_pts = 0, None
+    def _decoded_frames(self):
+        """Skip packets that do not decode; after a container error, flush what the decoder still holds."""
         try:
-            for packet in self.container.demux(streams):
-                if packet.stream is self.audio:
-                    if packet.dts is not None:
-                        yield "audio", packet
+            for packet in self.container.demux(self.video):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    self.damaged_packets += 1
                     continue
-                for frame in packet.decode():
-                    pts = frame.pts if frame.pts is not None else round(index / self.rate / self.time_base)
-                    yield "video", upright(frame.to_ndarray(format="rgb24"), frame.rotation), pts
-                    index, last_pts = index + 1, pts
+                yield from frames
+            return
         except (av.FFmpegError, EOFError) as error:
-            self.error = error
-        if self.error is None:
-            self.error = self.missing_frames(index, last_pts)
+            self.read_error = error
+        try:
+            frames = self.video.codec_context.decode(None)
+        except (av.FFmpegError, EOFError):
+            return
+        yield from frames
 
-    def missing_frames(self, decoded, last_pts):
-        """Why the file seems cut short, or None: FFmpeg often just stops at the end of the data."""
+    def _problem(self, decoded, last_pts):
+        """Why the file seems damaged, or None: FFmpeg often just stops at the end of the data."""
+        problems = []
+        if self.read_error is not None:
+            problems.append(f"reading stopped early: {self.read_error}")
+        if self.damaged_packets:
+            problems.append(f"{self.damaged_packets} damaged packet(s) skipped")
         if self.frames_expected and decoded < self.frames_expected:
-            return f"the file announces {self.frames_expected} frames"
-        if self.container.duration and last_pts is not None:
+            problems.append(f"the file announces {self.frames_expected} frames")
+        elif self.container.duration and last_pts is not None:
             announced = self.container.duration / av.time_base
             end = float((last_pts - (self.video.start_time or 0)) * self.time_base) + 1 / float(self.rate)
             if end < announced - max(0.5, 2 / float(self.rate)):
-                return f"the file announces {announced:.2f} s, its frames stop at {end:.2f} s"
-        return None
+                problems.append(f"the file announces {announced:.2f} s, its frames stop at {end:.2f} s")
+        return "; ".join(problems) or None
 
     def close(self):
         self.container.close()
@@ -113,48 +124,113 @@ def pad_to_even(array):
 
 
 class VideoWriter:
-    """An H.264/MP4 file with the reader's timestamps and audio."""
+    """An H.264/MP4 file (into an open binary file) with the reader's timestamps and its file's audio."""
 
-    def __init__(self, path, reader, width, height):
-        self.container = av.open(path, "w", format="mp4", container_options={"movflags": "+faststart"})
+    def __init__(self, file, reader, width, height):
+        self.file = _OutputFile(file)
+        self.container = av.open(self.file, "w", format="mp4", container_options={"movflags": "+faststart"})
         self.video = self.container.add_stream("libx264", rate=reader.rate)
         self.video.width, self.video.height = even_size(width, height)
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": str(CRF), "preset": PRESET}
         self.video.codec_context.time_base = reader.time_base
-        self.video.time_base = reader.time_base
-        self.time_base = reader.time_base
-        self.audio = None
-        self.copy_audio = reader.audio is not None and reader.audio.codec_context.name in AUDIO_COPY_CODECS
-        if self.copy_audio:
-            self.audio = self.container.add_stream_from_template(reader.audio)
-        elif reader.audio is not None:
-            # The standard layout for the channel count: a PCM track may carry an unnamed
-            # "1 channels" layout, which the AAC encoder refuses.
-            channels = reader.audio.codec_context.layout.nb_channels
-            self.audio = self.container.add_stream("aac", rate=reader.audio.codec_context.sample_rate,
-                                                   layout=av.AudioLayout(f"{channels}c").name)
+        self.video.time_base = self.time_base = reader.time_base
+        self.audio = _AudioTrack(reader.path, self.container) if reader.has_audio else None
 
     def write_frame(self, array, pts):
+        if self.audio:
+            self.audio.copy_until(float(pts * self.time_base))
         frame = av.VideoFrame.from_ndarray(pad_to_even(array), format="rgb24")
         frame.pts, frame.time_base = pts, self.time_base
         self.container.mux(self.video.encode(frame))
 
-    def write_audio(self, packet):
-        if self.copy_audio:
-            packet.stream = self.audio
-            self.container.mux(packet)
-            return
-        for frame in packet.decode():
-            frame.pts = None
-            self.container.mux(self.audio.encode(frame))
-
     def close(self):
-        """Flush the encoders and finish the file."""
+        """Flush the encoder, add the rest of the audio, finish the file."""
         self.container.mux(self.video.encode(None))
-        if self.audio is not None and not self.copy_audio:
-            self.container.mux(self.audio.encode(None))
+        if self.audio:
+            self.audio.finish()
         self.container.close()
 
     def abort(self):
+        """Close after a failure: what closing still writes (the MP4's index) is dropped."""
+        self.file.failed = True
+        if self.audio:
+            self.audio.source.close()
         self.container.close()
+
+
+class _OutputFile:
+    """The file PyAV writes through, until a write fails (a full disk) or the writer aborts; then
+    writes and seeks are dropped, so that closing the broken container raises nothing more.
+    (`+faststart` moves the index to the front once the file is complete: FFmpeg reads the
+    file back, through `read` and by reopening `name`.)"""
+
+    def __init__(self, file):
+        self.file, self.failed = file, False
+        self.name = file.name
+
+    def write(self, data):
+        if self.failed:
+            return len(data)
+        try:
+            return self.file.write(data)
+        except OSError:
+            self.failed = True
+            raise
+
+    def seek(self, offset, whence=0):
+        return 0 if self.failed else self.file.seek(offset, whence)
+
+    def tell(self):
+        return self.file.tell()
+
+    def read(self, size=-1):
+        return b"" if self.failed else self.file.read(size)
+
+
+class _AudioTrack:
+    """The first audio track of a file, demuxed on its own and muxed into `output` in step with the video."""
+
+    def __init__(self, path, output):
+        self.source = av.open(path)
+        self.input = self.source.streams.audio[0]
+        self.output = output
+        self.copy = self.input.codec_context.name in AUDIO_COPY_CODECS
+        if self.copy:
+            self.stream = output.add_stream_from_template(self.input)
+        else:
+            # The standard layout for the channel count: a PCM track may carry an unnamed
+            # "1 channels" layout, which the AAC encoder refuses.
+            channels = self.input.codec_context.layout.nb_channels
+            self.stream = output.add_stream("aac", rate=self.input.codec_context.sample_rate,
+                                            layout=av.AudioLayout(f"{channels}c").name)
+        self.packets = self._packets()
+        self.next = next(self.packets, None)
+
+    def _packets(self):
+        """The track's packets; a damaged file's audio ends where its data does."""
+        try:
+            yield from (packet for packet in self.source.demux(self.input) if packet.dts is not None)
+        except (av.FFmpegError, EOFError):
+            return
+
+    def copy_until(self, seconds):
+        """Mux the packets that start before `seconds` (all that remain when None)."""
+        while self.next is not None and (seconds is None or float(self.next.dts * self.next.time_base) < seconds):
+            self._mux(self.next)
+            self.next = next(self.packets, None)
+
+    def finish(self):
+        self.copy_until(None)
+        if not self.copy:
+            self.output.mux(self.stream.encode(None))
+        self.source.close()
+
+    def _mux(self, packet):
+        if self.copy:
+            packet.stream = self.stream
+            self.output.mux(packet)
+            return
+        for frame in packet.decode():
+            frame.pts = None
+            self.output.mux(self.stream.encode(frame))

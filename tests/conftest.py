@@ -1,7 +1,12 @@
-"""Shared fixtures: seeded oracle weights saved as .pth in the published layout, and the
-Jittor networks loaded from those files through the public loader."""
+"""Shared fixtures and helpers: seeded oracle weights saved as .pth in the published layout,
+the Jittor networks loaded from those files through the public loader, scripts run in this
+process as their command line runs them, mpirun, and a small full disk."""
 import os
+import re
+import shutil
+import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -13,19 +18,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import backend  # noqa: E402,F401  (must precede every import of jittor)
 import torch  # noqa: E402
 
+import cli  # noqa: E402
 import torch_mccnet  # noqa: E402
 
 WEIGHT_NAMES = ("vgg_normalised.pth", "decoder_iter_160000.pth", "mcc_module_iter_160000.pth")
+MPIRUN = shutil.which("mpirun")
+needs_mpi = pytest.mark.skipif(MPIRUN is None, reason="OpenMPI is not installed (apt-get install openmpi-bin "
+                                                      "libopenmpi-dev); .ci/run installs it")
+
+
+def relative_error(actual, expected):
+    """max |actual − expected| / max |expected|: the error against the value's scale."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-300))
 
 
 def assert_close(actual, expected, rel, what):
-    """max |actual − expected| ≤ rel · max |expected|: the error measured against the value's scale."""
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = np.abs(expected).max()
-    error = np.abs(actual - expected).max()
-    assert error <= rel * scale, f"{what}: max abs error {error:.3g} > {rel:g} × scale {scale:.3g}"
-    return error / scale
+    error = relative_error(actual, expected)
+    assert error <= rel, f"{what}: relative error {error:.3g} > {rel:g}"
+    return error
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +59,7 @@ def weight_files(oracle, tmp_path_factory):
 
 def load_jittor_models(weight_files):
     import net
-    import weights
-    models = net.make_vgg(), net.make_decoder(), net.MCC_Module(512)
-    for model, path in zip(models, weight_files):
-        weights.load_weights(model, path)
-    return models
+    return net.load_models(*weight_files)
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +73,55 @@ def images():
     """Seeded random images in [0, 1]: make(n, h, w) → float32 array (n, 3, h, w)."""
     rng = np.random.default_rng(1234)
     return lambda n, h, w: rng.random((n, 3, h, w), dtype=np.float32)
+
+
+PROGRESS_BAR = re.compile(r"[^\r\n]*?\[\d\d:\d\d[^\]\r\n]*\]")  # tqdm's "…| 3/12 [00:01<00:04, 2.1it/s]"
+
+
+def user_lines(text):
+    """What a script printed for its user: Jittor's compile progress and tqdm's progress bars left out."""
+    return [line for line in PROGRESS_BAR.sub("\n", text.replace("\r", "\n")).splitlines()
+            if line.strip() and "Compiling" not in line]
+
+
+@pytest.fixture
+def run_main(capsys):
+    """Run a script's `main` in this process as its command line does (through `cli.run`).
+
+    Returns (exit code, the lines it printed on stderr for its user).
+    """
+    def run(module, *argv):
+        capsys.readouterr()
+        try:
+            cli.run(module.main, [str(a) for a in argv], workers=module.__name__ == "train")
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, user_lines(capsys.readouterr().err)
+    return run
+
+
+def run_script(script, *argv, **kwargs):
+    """Run a script in a child interpreter (the exit-code contract as the shell sees it)."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, argv)],
+                          capture_output=True, text=True, cwd=REPO, **kwargs)
+
+
+def mpirun(ranks, script, *argv, timeout=300, **kwargs):
+    """Run `python script argv…` on `ranks` OpenMPI processes on this machine."""
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    return subprocess.run([MPIRUN, *root, "--oversubscribe", "-np", str(ranks), sys.executable, script,
+                           *map(str, argv)], capture_output=True, text=True, cwd=REPO, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 64 kB filesystem: what a disk that fills up mid-write looks like (ENOSPC)."""
+    folder = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk is simulated with a small tmpfs, which needs root: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

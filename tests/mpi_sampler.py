@@ -24,7 +24,7 @@ def main():
     folder, out_dir = sys.argv[1:3]
     args = train.parse_args(["--content_dir", folder, "--style_dir", folder, "--batch_size", "2",
                              "--n_threads", "0", "--crop_size", "16", "--max_iter", str(BATCHES)])
-    content, _ = train.loaders(args, start=0)
+    content, _ = train.loaders(args, start=0, samples=0)
     batches = [image_ids(batch) for _, batch in zip(range(BATCHES), content)]
     with open(os.path.join(out_dir, f"rank{jt.rank}.json"), "w") as f:
         json.dump({"world": jt.world_size, "batches": batches}, f)

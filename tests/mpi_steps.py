@@ -14,12 +14,12 @@ import train  # noqa: E402
 
 def main():
     vgg_path, out_dir = sys.argv[1:3]
-    args = train.parse_args(["--content_dir", ".", "--style_dir", ".", "--vgg", vgg_path])
-    network, decoder, mcc_module, optimizer = train.build(args)
+    network, decoder, mcc_module, optimizer = train.build(vgg_path, lr=1e-4)
     rng = np.random.default_rng(jt.rank)  # each rank its own batch, as the sampler gives it
     for step in range(2):
         content, style = (jt.array(rng.random((1, 3, 32, 32), dtype=np.float32)) for _ in range(2))
-        train.train_step(network, optimizer, content, style, train.noise_for(0, step, content.shape), args)
+        noise = train.noise_for(0, step, 2 * step + jt.rank, content.shape)
+        train.train_step(network, optimizer, content, style, noise, 3.0, 10.0)
         params = {f"p{i}": p.numpy() for i, p in enumerate(list(decoder.parameters()) + list(mcc_module.parameters()))}
         np.savez(os.path.join(out_dir, f"rank{jt.rank}_step{step}.npz"), world=jt.world_size, **params)
 

@@ -3,16 +3,13 @@ import functools
 import http.server
 import os
 import shutil
-import subprocess
-import sys
 import threading
 
 import pytest
 
+import download_weights
 import weights
-from conftest import REPO
-
-SCRIPT = os.path.join(REPO, "download_weights.py")
+from conftest import run_script
 
 
 @pytest.fixture
@@ -29,44 +26,40 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-def download(base_url, dest):
-    return subprocess.run([sys.executable, SCRIPT, "--base_url", base_url, "--dest", str(dest)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
-
-
-def test_downloads_checks_and_keeps(server, weight_files, tmp_path):
+def test_downloads_checks_and_keeps(server, weight_files, tmp_path, run_main):
     site, url = server
     for path in weight_files:
         shutil.copy(path, site)
     dest = tmp_path / "experiments"
-    first = download(url, dest)
-    assert first.returncode == 0, first.stderr
+    code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
+    assert code == 0, lines
     assert sorted(os.listdir(dest)) == sorted(os.path.basename(p) for p in weight_files)
     for path in weight_files:
         assert (dest / os.path.basename(path)).read_bytes() == open(path, "rb").read()
-    second = download(url, dest)
-    assert second.returncode == 0 and second.stderr.count("present and valid") == 3
+    code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
+    assert code == 0 and sum("present and valid" in line for line in lines) == 3
 
 
 def test_a_missing_file_names_every_source(server, weight_files, tmp_path):
+    """The one run of download_weights.py in a child process: the exit code as the shell sees it."""
     site, url = server
     shutil.copy(weight_files[0], site)
     dest = tmp_path / "experiments"
-    result = download(url, dest)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    result = run_script("download_weights.py", "--base_url", url, "--dest", dest, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot download" in result.stderr and "decoder_iter_160000.pth" in result.stderr
     assert "github.com/diyiiyiii/MCCNet" in result.stderr and "pytorch-AdaIN" in result.stderr
     assert sorted(os.listdir(dest)) == ["vgg_normalised.pth"]  # no partial file left
 
 
-def test_a_wrong_file_is_refused(server, weight_files, tmp_path):
+def test_a_wrong_file_is_refused(server, weight_files, tmp_path, run_main):
     site, url = server
     shutil.copy(weight_files[0], site)
     shutil.copy(weight_files[1], site / "decoder_iter_160000.pth")
     shutil.copy(weight_files[1], site / "mcc_module_iter_160000.pth")  # the decoder under the MCC's name
     dest = tmp_path / "experiments"
-    result = download(url, dest)
-    assert result.returncode != 0
-    assert "not mcc_module_iter_160000.pth weights" in result.stderr
-    assert sorted(os.listdir(dest)) == ["decoder_iter_160000.pth", "vgg_normalised.pth"]
+    code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
+    assert code == 1
+    assert any(f"{url}/mcc_module_iter_160000.pth: not the MCC module weights" in line for line in lines), lines
+    assert sorted(os.listdir(dest)) == ["decoder_iter_160000.pth", "vgg_normalised.pth"]  # nothing half-written
     weights.read_state_dict(str(dest / "decoder_iter_160000.pth"))

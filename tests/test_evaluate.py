@@ -2,8 +2,6 @@
 and every bad input it must survive."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -13,7 +11,8 @@ from PIL import Image
 import evaluate
 from clips import make_clip
 from cli import UserError
-from conftest import REPO
+import test_video
+from conftest import run_script
 
 SHIFT = (2, 1)  # the synthetic camera pan, pixels per frame (dx, dy)
 
@@ -115,9 +114,8 @@ def stylized_clip(weight_files, tmp_path_factory):
     style = folder / "style.png"
     Image.fromarray(texture(size=(48, 64))).save(style)
     vgg, decoder, mcc = weight_files
-    subprocess.run([sys.executable, os.path.join(REPO, "test_video.py"), "--content", content, "--style", str(style),
-                    "--output", str(folder), "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc],
-                   check=True, capture_output=True, cwd=REPO)
+    test_video.main(["--content", content, "--style", str(style), "--output", str(folder), "--vgg_path", vgg,
+                     "--decoder_path", decoder, "--transform_path", mcc])
     return dict(content=content, stylized=str(folder / "clip_stylized_style.mp4"), style=str(style),
                 folder=folder, vgg=vgg)
 
@@ -212,9 +210,19 @@ def test_unusable_videos_are_refused(stylized_clip, tmp_path, case, message):
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(stylized_clip, tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"),
-                             *evaluate_args(dict(stylized_clip, vgg=str(tmp_path / "none.pth")), tmp_path / "out")],
-                            capture_output=True, text=True, cwd=REPO)
+    """The one run of evaluate.py in a child process: the exit code as the shell sees it."""
+    result = run_script("evaluate.py", *evaluate_args(dict(stylized_clip, vgg=str(tmp_path / "none.pth")),
+                                                      tmp_path / "out"))
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Compiling" not in line]
     assert result.returncode == 1
     assert len(lines) == 1 and lines[0].startswith("error: ") and "download_weights.py" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--feature_every", "0"], "--feature_every 0: must be at least 1"),
+    (["--frames"], "unrecognized arguments: --frames"),
+    (["--style", "/dev/zero"], "not a regular file"),
+])
+def test_flag_mistakes_are_one_line_and_exit_1(stylized_clip, tmp_path, run_main, extra, message):
+    code, lines = run_main(evaluate, *evaluate_args(stylized_clip, tmp_path / "out"), *extra)
+    assert code == 1 and len(lines) == 1 and message in lines[0], lines

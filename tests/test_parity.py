@@ -1,8 +1,19 @@
 """Our Jittor MCCNet against the independent PyTorch oracle, on the same weights.
 
-Tolerances are relative to the compared value's scale (its largest magnitude): forward
-values 1e-4, losses 1e-4, gradients and Adam updates 1e-3.
+Two kinds of proof:
+- The formulas, in float64 (both frameworks compute in float64 on the CPU; Jittor's
+  convolutions then use its own kernels): every module, the stylization, the six losses,
+  the gradient of every trained parameter and one Adam step agree to FLOAT64_TOL.
+- The float32 path that users run, against the float64 truth, with bounds that follow from
+  float32 round-off (see `float32_envelope`), not from the other framework's float32
+  results, which depend on the kernels oneDNN picks for the CPU: the float32 tests run
+  again under DNNL_MAX_CPU_ISA=AVX2 on an AVX-512 machine, and must give the same verdict.
 """
+import contextlib
+import os
+import subprocess
+import sys
+
 import jittor as jt
 import numpy as np
 import pytest
@@ -10,43 +21,314 @@ import torch
 
 import net
 import torch_mccnet as tm
-from conftest import assert_close, load_jittor_models
+from conftest import REPO, assert_close, load_jittor_models
 
-FORWARD_TOL = 1e-4
-LOSS_TOL = 1e-4
-GRAD_TOL = 1e-3
+# The float64 proofs' bound: the largest relative error reached is 1.1e-13 (measured on
+# 2026-11-28; float64 round-off through ~100 layers), so any formula difference shows.
+FLOAT64_TOL = 1e-11
+# float32 forward values: a 3×3×512 convolution sums K = 4608 products, whose rounding is
+# about √K · 2⁻²⁴ ≈ 4e-6 relative; through the 26 convolutions of a stylization that is ≤ 1e-4.
+FLOAT32_FORWARD_TOL = 1e-4
+ENVELOPE_RUNS = 3
+ENVELOPE_FACTOR = 3
 
 
-def run_jittor(fn, *arrays):
-    with jt.no_grad():
-        return fn(*[jt.array(a) for a in arrays]).numpy()
+@contextlib.contextmanager
+def float64():
+    """Jittor keeps float64 as float64 (by default it converts it to float32)."""
+    with jt.flag_scope(auto_convert_64_to_32=0):
+        yield
 
 
-def run_torch(fn, *arrays):
+def to_float64(models):
+    with float64():
+        for model in models:
+            model.load_parameters({k: v.numpy().astype(np.float64) for k, v in model.state_dict().items()})
+    return models
+
+
+@pytest.fixture(scope="module")
+def oracle64():
+    return tuple(model.double() for model in tm.seeded_weights(seed=0))
+
+
+@pytest.fixture(scope="module")
+def jittor64(weight_files):
+    return to_float64(load_jittor_models(weight_files))
+
+
+def run_jittor(fn, *arrays, dtype=np.float32):
+    with float64() if dtype == np.float64 else contextlib.nullcontext(), jt.no_grad():
+        return fn(*[jt.array(a.astype(dtype)) for a in arrays]).numpy()
+
+
+def run_torch(fn, *arrays, dtype=torch.float64):
     with torch.no_grad():
-        return fn(*[torch.from_numpy(a) for a in arrays]).numpy()
+        return fn(*[torch.from_numpy(a).to(dtype) for a in arrays]).double().numpy()
 
 
-@pytest.mark.parametrize("index", range(5))
-def test_encoder_slices(oracle, jittor_models, images, index):
-    vgg, jvgg = oracle[0], jittor_models[0]
-    a, b = net.ENCODER_SLICES[index]
-    x = images(2, 37, 45)  # odd sizes exercise ceil_mode pooling
+def oracle_encoder_outputs(vgg, image):
+    """relu1_1 … relu5_1 by the oracle's slices, in float64."""
+    feats, x = [], torch.from_numpy(image).double()
     with torch.no_grad():
-        x_torch = vgg[:a](torch.from_numpy(x)).numpy()
-    expected = run_torch(vgg[a:b], x_torch)
-    actual = run_jittor(net.encoder_slices(jvgg)[index], x_torch)
-    assert_close(actual, expected, FORWARD_TOL, f"enc_{index + 1}")
+        for a, b in tm.SLICES:
+            x = vgg[a:b](x)
+            feats.append(x.numpy())
+    return feats
 
 
-def test_decoder(oracle, jittor_models, images):
-    feat = np.random.default_rng(0).random((1, 512, 9, 13), dtype=np.float32)
-    actual = run_jittor(jittor_models[1], feat)
-    assert actual.shape == (1, 3, 72, 104)
-    assert_close(actual, run_torch(oracle[1], feat), FORWARD_TOL, "decoder")
+def jittor_encoder_outputs(vgg, image, dtype):
+    with float64() if dtype == np.float64 else contextlib.nullcontext(), jt.no_grad():
+        return [f.numpy() for f in net.encode(vgg, jt.array(image.astype(dtype)))]
 
 
-def test_nearest_upsampling_and_its_gradient_equal_pytorchs():
+# ---------------------------------------------------------------- float64: the formulas
+
+def test_encoder_float64(oracle64, jittor64, images):
+    image = images(2, 37, 45)  # odd sizes exercise ceil_mode pooling
+    expected = oracle_encoder_outputs(oracle64[0], image)
+    actual = jittor_encoder_outputs(jittor64[0], image, np.float64)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a.dtype == np.float64
+        assert_close(a, e, FLOAT64_TOL, f"relu{i + 1}_1")
+
+
+def test_decoder_float64(oracle64, jittor64):
+    feat = np.random.default_rng(0).random((1, 512, 5, 7))
+    actual = run_jittor(jittor64[1], feat, dtype=np.float64)
+    assert actual.shape == (1, 3, 40, 56)
+    assert_close(actual, run_torch(oracle64[1], feat), FLOAT64_TOL, "decoder")
+
+
+def test_mcc_module_and_normal_float64(oracle64, jittor64):
+    rng = np.random.default_rng(5)
+    fc, fs = rng.random((2, 512, 6, 5)), rng.random((2, 512, 4, 5))
+    expected = run_torch(lambda c, s: oracle64[2]([None, c, None], [None, s, None]), fc, fs)
+    actual = run_jittor(lambda c, s: jittor64[2]([None, c, None], [None, s, None]), fc, fs, dtype=np.float64)
+    assert_close(actual, expected, FLOAT64_TOL, "MCC module")
+    feat = 1000.0 + rng.standard_normal((2, 4, 16, 16))  # where E[x²] − E[x]² would fail
+    assert_close(run_jittor(net.normal, feat, dtype=np.float64), run_torch(tm.normal, feat), FLOAT64_TOL, "normal")
+
+
+def oracle_stylization(oracle_models, content, styles, alpha, weights, dtype=torch.float64):
+    with torch.no_grad():
+        return tm.style_transfer(*oracle_models, torch.from_numpy(content).to(dtype),
+                                 [torch.from_numpy(s).to(dtype) for s in styles],
+                                 alpha=alpha, weights=weights).double().numpy()
+
+
+def jittor_stylization(models, content, styles, alpha, weights, dtype=np.float32):
+    with float64() if dtype == np.float64 else contextlib.nullcontext(), jt.no_grad():
+        return net.style_transfer(*models, jt.array(content.astype(dtype)), [jt.array(s.astype(dtype)) for s in styles],
+                                  alpha=alpha, interpolation_weights=weights).numpy()
+
+
+# (alpha, number of styles): every formula is proved in float64; float32 runs the plainest and the fullest
+STYLIZATIONS = [(1.0, 1), (0.5, 1), (1.0, 2), (0.6, 2)]
+
+
+def stylization_inputs(images, size, n_styles):
+    content = images(1, *size)
+    styles = [images(1, size[0] - 8 * i, size[1] + 8 * i) for i in range(n_styles)]
+    return content, styles, ([3.0, 1.0] if n_styles > 1 else None)
+
+
+@pytest.mark.parametrize("size,alpha,n_styles", [((40, 56), *case) for case in STYLIZATIONS] + [((33, 47), 0.6, 2)])
+def test_style_transfer_float64(oracle64, jittor64, images, size, alpha, n_styles):
+    content, styles, weights = stylization_inputs(images, size, n_styles)
+    expected = oracle_stylization(oracle64, content, styles, alpha, weights)
+    actual = jittor_stylization(jittor64, content, styles, alpha, weights, dtype=np.float64)
+    assert actual.shape == (1, 3, -(-size[0] // 8) * 8, -(-size[1] // 8) * 8)
+    assert_close(actual, expected, FLOAT64_TOL, f"stylization {size} alpha={alpha} styles={n_styles}")
+
+
+def training_batch():
+    """Two 24 × 32 pairs (relu5_1: 2 × 2) and far more noise than training draws (σ ≤ 0.02): with
+    small noise the noise loss is a difference of nearly equal outputs and would compare
+    round-off, not the formula."""
+    rng = np.random.default_rng(11)
+    content, style = rng.random((2, 2, 3, 24, 32))
+    return content, style, rng.standard_normal(content.shape)
+
+
+def torch_training_step(models, batch, dtype, perturbation=None):
+    """The oracle's six losses and the gradients of the decoder and MCC parameters; with `perturbation`
+    (a generator), every convolution's and Linear's output is rounded at random, as float32 would."""
+    vgg, decoder, mcc = (m.to(dtype) for m in models)
+    hooks = []
+    if perturbation is not None:
+        def round_like_float32(module, inputs, output):
+            noise = 2 * torch.randint(0, 2, output.shape, generator=perturbation, dtype=dtype) - 1
+            return output * (1 + noise * module.weight[0].numel() ** 0.5 * 2.0 ** -24)
+        hooks = [m.register_forward_hook(round_like_float32) for model in (vgg, decoder, mcc)
+                 for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for p in list(decoder.parameters()) + list(mcc.parameters()):
+        p.grad = None
+    losses = tm.Net(vgg, decoder, mcc)(*(torch.from_numpy(a).to(dtype) for a in batch))
+    tm.total_loss(losses).backward()
+    for hook in hooks:
+        hook.remove()
+    trainable = list(decoder.named_parameters()) + list(mcc.named_parameters())
+    # h (defined, never used) gets no gradient in PyTorch and a zero one in Jittor: compare as zeros.
+    grads = {name: np.zeros(p.shape) if p.grad is None else p.grad.double().numpy() for name, p in trainable}
+    return {k: v.item() for k, v in losses.items()}, grads
+
+
+def jittor_training_step(models, batch, dtype):
+    """Our six losses, gradients, and the parameters after one Adam step (lr 1e-4)."""
+    vgg, decoder, mcc = models
+    trainable = list(decoder.parameters()) + list(mcc.parameters())
+    with float64() if dtype == np.float64 else contextlib.nullcontext():
+        optimizer = net.Adam(trainable, lr=1e-4)
+        losses = net.Net(vgg, decoder, mcc)(*(jt.array(a.astype(dtype)) for a in batch))
+        optimizer.backward(net.total_loss(losses))
+        grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for p in trainable]
+        optimizer.step()
+        after = [p.numpy().astype(np.float64) for p in trainable]
+        dtypes = {name: str(value.dtype) for name, value in losses.items()}
+        return {k: v.item() for k, v in losses.items()}, grads, after, dtypes
+
+
+@pytest.fixture(scope="module")
+def float64_step(oracle64, weight_files):
+    batch = training_batch()
+    losses, grads = torch_training_step(tm.seeded_weights(seed=0), batch, torch.float64)
+    vgg, decoder, mcc = tm.seeded_weights(seed=0)
+    trainable = [p.double() for p in list(decoder.parameters()) + list(mcc.parameters())]
+    tensors = [torch.nn.Parameter(p.detach().clone()) for p in trainable]
+    adam = torch.optim.Adam(tensors, lr=1e-4)
+    for tensor, grad in zip(tensors, grads.values()):
+        tensor.grad = torch.from_numpy(grad)
+    adam.step()
+    jittor = jittor_training_step(to_float64(load_jittor_models(weight_files)), batch, np.float64)
+    return dict(torch_losses=losses, torch_grads=grads, torch_after=[t.detach().numpy() for t in tensors],
+                jittor=jittor)
+
+
+def test_training_losses_float64(float64_step):
+    expected, (actual, _, _, dtypes) = float64_step["torch_losses"], float64_step["jittor"]
+    assert set(actual) == set(expected) == set(net.LOSS_WEIGHTS)
+    assert set(dtypes.values()) == {"float64"}, dtypes  # no loss falls back to float32 on the way
+    for name in expected:
+        assert expected[name] > 0
+        assert_close(actual[name], expected[name], FLOAT64_TOL, f"loss {name}")
+
+
+def test_training_gradients_float64(float64_step):
+    expected, (_, actual, _, _) = float64_step["torch_grads"], float64_step["jittor"]
+    assert len(actual) == len(expected) == 28
+    for (name, exact), grad in zip(expected.items(), actual):
+        assert grad.shape == exact.shape
+        if name.startswith("MCCN.h."):
+            assert not grad.any(), name
+            continue
+        assert_close(grad, exact, FLOAT64_TOL, f"gradient of {name}")
+
+
+def test_one_adam_step_float64(float64_step):
+    for i, (after, expected) in enumerate(zip(float64_step["jittor"][2], float64_step["torch_after"])):
+        assert_close(after, expected, FLOAT64_TOL, f"parameter {i} after one Adam step")
+
+
+# ---------------------------------------------------------------- float32: what users run
+
+def test_float32_encoder(oracle64, jittor_models, images):
+    image = images(2, 37, 45)
+    for i, (a, e) in enumerate(zip(jittor_encoder_outputs(jittor_models[0], image, np.float32),
+                                   oracle_encoder_outputs(oracle64[0], image))):
+        assert_close(a, e, FLOAT32_FORWARD_TOL, f"relu{i + 1}_1")
+
+
+def test_float32_decoder_and_mcc_module(oracle64, jittor_models):
+    rng = np.random.default_rng(0)
+    feat = rng.random((1, 512, 9, 13))
+    assert_close(run_jittor(jittor_models[1], feat), run_torch(oracle64[1], feat), FLOAT32_FORWARD_TOL, "decoder")
+    fc, fs = rng.random((2, 512, 12, 10)), rng.random((2, 512, 8, 9))
+    expected = run_torch(lambda c, s: oracle64[2]([None, c, None], [None, s, None]), fc, fs)
+    actual = run_jittor(lambda c, s: jittor_models[2]([None, c, None], [None, s, None]), fc, fs)
+    assert_close(actual, expected, FLOAT32_FORWARD_TOL, "MCC module")
+
+
+def test_float32_calc_mean_std_and_normal_are_sound():
+    # A large mean and a small spread: E[x²] − E[x]² would lose every digit in float32.
+    feat = (1000.0 + np.random.default_rng(3).standard_normal((2, 4, 16, 16))).astype(np.float32)
+    mean, std = net.calc_mean_std(jt.array(feat))
+    exact = feat.astype(np.float64).reshape(2, 4, -1)
+    assert_close(mean.numpy().ravel(), exact.mean(axis=2).ravel(), 1e-6, "mean")
+    assert_close(std.numpy().ravel(), np.sqrt(exact.var(axis=2, ddof=1) + 1e-5).ravel(), FLOAT32_FORWARD_TOL, "std")
+    assert_close(run_jittor(net.normal, feat), run_torch(tm.normal, feat), FLOAT32_FORWARD_TOL, "normal")
+
+
+@pytest.mark.parametrize("size", [(128, 128), (125, 167)])
+@pytest.mark.parametrize("alpha,n_styles", [STYLIZATIONS[0], STYLIZATIONS[-1]])
+def test_float32_style_transfer(oracle64, jittor_models, images, size, alpha, n_styles):
+    content, styles, weights = stylization_inputs(images, size, n_styles)
+    expected = oracle_stylization(oracle64, content, styles, alpha, weights)
+    actual = jittor_stylization(jittor_models, content, styles, alpha, weights)
+    assert_close(actual, expected, FLOAT32_FORWARD_TOL, f"stylization {size} alpha={alpha} styles={n_styles}")
+
+
+def norm_relative(actual, exact):
+    return float(np.linalg.norm(actual - exact) / max(np.linalg.norm(exact), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def float32_step(weight_files):
+    """Jittor's float32 step; the float64 truth; and the float32 envelope around it.
+
+    The envelope models float32 round-off in float64: every convolution's and Linear's output
+    is multiplied by 1 ± √K · 2⁻²⁴ (signs at random; K = the length of its dot products, whose
+    rounding grows as √K), and the largest change of each loss and gradient over
+    ENVELOPE_RUNS such runs is the envelope. The gradients of this loss are ill-conditioned
+    (normal() divides by the std of nearly dead ReLU channels): the envelope is ~1e-2 of the
+    MCC gradients, ~1e-5 of the last decoder layer's. A correct float32 implementation stays
+    within a few envelopes, whatever kernels it runs (measured on AVX-512 and AVX2: PyTorch
+    ≤ 0.8, Jittor ≤ 1.0 envelope).
+    """
+    batch = tuple(a.astype(np.float32).astype(np.float64) for a in training_batch())
+    exact_losses, exact_grads = torch_training_step(tm.seeded_weights(seed=0), batch, torch.float64)
+    envelope_losses = dict.fromkeys(exact_losses, 0.0)
+    envelope_grads = dict.fromkeys(exact_grads, 0.0)
+    for run in range(ENVELOPE_RUNS):
+        losses, grads = torch_training_step(tm.seeded_weights(seed=0), batch, torch.float64,
+                                            torch.Generator().manual_seed(run))
+        for name in losses:
+            envelope_losses[name] = max(envelope_losses[name], abs(losses[name] - exact_losses[name]) / exact_losses[name])
+        for name in grads:
+            envelope_grads[name] = max(envelope_grads[name], norm_relative(grads[name], exact_grads[name]))
+    vgg, decoder, mcc = load_jittor_models(weight_files)
+    vgg_before = {k: v.numpy().copy() for k, v in vgg.state_dict().items()}
+    losses, grads, _, _ = jittor_training_step((vgg, decoder, mcc), batch, np.float32)
+    return dict(losses=losses, grads=dict(zip(exact_grads, grads)), exact_losses=exact_losses,
+                exact_grads=exact_grads, envelope_losses=envelope_losses, envelope_grads=envelope_grads,
+                vgg_before=vgg_before, vgg_after={k: v.numpy() for k, v in vgg.state_dict().items()})
+
+
+def test_float32_training_losses(float32_step):
+    for name, exact in float32_step["exact_losses"].items():
+        error = abs(float32_step["losses"][name] - exact) / exact
+        bound = ENVELOPE_FACTOR * float32_step["envelope_losses"][name]
+        assert error <= bound, f"loss {name}: {error:.2e} from float64, bound {bound:.2e}"
+
+
+def test_float32_training_gradients(float32_step):
+    for name, exact in float32_step["exact_grads"].items():
+        if name.startswith("MCCN.h."):
+            assert not float32_step["grads"][name].any(), name
+            continue
+        error = norm_relative(float32_step["grads"][name], exact)
+        bound = ENVELOPE_FACTOR * float32_step["envelope_grads"][name]
+        assert error <= bound, f"gradient of {name}: {error:.2e} from float64, bound {bound:.2e}"
+
+
+def test_float32_encoder_receives_no_update(float32_step):
+    before, after = float32_step["vgg_before"], float32_step["vgg_after"]
+    assert before.keys() == after.keys() and len(before) == 34
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
+def test_float32_nearest_upsampling_and_its_gradient():
     rng = np.random.default_rng(4)
     x, weight = rng.random((2, 3, 5, 7), dtype=np.float32), rng.random((2, 3, 10, 14), dtype=np.float32)
     jx = jt.array(x)
@@ -56,112 +338,7 @@ def test_nearest_upsampling_and_its_gradient_equal_pytorchs():
     ty = torch.nn.Upsample(scale_factor=2, mode="nearest")(tx)
     (ty * torch.from_numpy(weight)).sum().backward()
     np.testing.assert_array_equal(jy.numpy(), ty.detach().numpy())
-    assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-6, "upsampling gradient")
-
-
-def test_calc_mean_std_and_normal_are_float32_sound():
-    # A large mean and a small spread: E[x²] − E[x]² would lose every digit in float32.
-    rng = np.random.default_rng(3)
-    feat = (1000.0 + rng.standard_normal((2, 4, 16, 16))).astype(np.float32)
-    mean, std = net.calc_mean_std(jt.array(feat))
-    exact = feat.astype(np.float64).reshape(2, 4, -1)
-    assert_close(mean.numpy().ravel(), exact.mean(axis=2).ravel(), 1e-6, "mean")
-    assert_close(std.numpy().ravel(), np.sqrt(exact.var(axis=2, ddof=1) + 1e-5).ravel(), 1e-4, "std")
-    t_mean, t_std = tm.calc_mean_std(torch.from_numpy(feat))
-    assert_close(std.numpy(), t_std.numpy(), 1e-4, "std vs torch")
-    assert_close(net.normal(jt.array(feat)).numpy(), tm.normal(torch.from_numpy(feat)).numpy(), 1e-4, "normal")
-
-
-def test_mcc_module(oracle, jittor_models):
-    rng = np.random.default_rng(5)
-    fc, fs = rng.random((2, 512, 12, 10), dtype=np.float32), rng.random((2, 512, 8, 9), dtype=np.float32)
-    with torch.no_grad():
-        expected = oracle[2]([None, torch.from_numpy(fc), None], [None, torch.from_numpy(fs), None]).numpy()
-    with jt.no_grad():
-        actual = jittor_models[2]([None, jt.array(fc), None], [None, jt.array(fs), None]).numpy()
-    assert_close(actual, expected, FORWARD_TOL, "MCC module")
-
-
-@pytest.mark.parametrize("size", [(256, 256), (250, 333)])
-@pytest.mark.parametrize("alpha,n_styles", [(1.0, 1), (0.5, 1), (1.0, 2), (0.6, 2)])
-def test_style_transfer(oracle, jittor_models, images, size, alpha, n_styles):
-    content = images(1, *size)
-    styles = [images(1, 200 + 40 * i, 260 - 30 * i) for i in range(n_styles)]
-    weights = [3.0, 1.0][:n_styles] if n_styles > 1 else None
-    with torch.no_grad():
-        expected = tm.style_transfer(*oracle, torch.from_numpy(content), [torch.from_numpy(s) for s in styles],
-                                     alpha=alpha, weights=weights).numpy()
-    with jt.no_grad():
-        actual = net.style_transfer(*jittor_models, jt.array(content), [jt.array(s) for s in styles],
-                                    alpha=alpha, interpolation_weights=weights).numpy()
-    assert actual.shape == (1, 3, -(-size[0] // 8) * 8, -(-size[1] // 8) * 8)
-    assert_close(actual, expected, FORWARD_TOL, f"stylization {size} alpha={alpha} styles={n_styles}")
-
-
-def torch_training_gradients(content, style, noise, dtype):
-    """The oracle's six losses and its gradients for decoder and MCC parameters, in `dtype`."""
-    vgg, decoder, mcc = tm.seeded_weights(seed=0)
-    for module in (vgg, decoder, mcc):
-        module.to(dtype)
-    losses = tm.Net(vgg, decoder, mcc)(*(torch.from_numpy(a).to(dtype) for a in (content, style, noise)))
-    tm.total_loss(losses).backward()
-    trainable = list(decoder.named_parameters()) + list(mcc.named_parameters())
-    # h (defined, never used) gets no gradient in PyTorch and a zero one in Jittor: compare as zeros.
-    grads = {name: np.zeros(p.shape) if p.grad is None else p.grad.double().numpy() for name, p in trainable}
-    return {k: v.item() for k, v in losses.items()}, grads
-
-
-@pytest.fixture(scope="module")
-def one_training_step(weight_files):
-    """Losses and gradients of one training batch in Jittor, PyTorch float32 and float64."""
-    rng = np.random.default_rng(11)
-    content, style = rng.random((2, 3, 64, 64), dtype=np.float32), rng.random((2, 3, 64, 64), dtype=np.float32)
-    # Far more noise than training draws (σ ≤ 0.02): with small noise the noise loss is a
-    # difference of nearly equal outputs and would compare round-off, not the formula.
-    noise = rng.standard_normal(content.shape).astype(np.float32)
-    torch_losses, torch_grads = torch_training_gradients(content, style, noise, torch.float32)
-    _, exact_grads = torch_training_gradients(content, style, noise, torch.float64)
-
-    jvgg, jdecoder, jmcc = load_jittor_models(weight_files)
-    vgg_before = {k: v.numpy().copy() for k, v in jvgg.state_dict().items()}
-    trainable = list(jdecoder.parameters()) + list(jmcc.parameters())
-    optimizer = net.Adam(trainable, lr=1e-4)
-    losses = net.Net(jvgg, jdecoder, jmcc)(jt.array(content), jt.array(style), jt.array(noise))
-    optimizer.backward(net.total_loss(losses))
-    jittor_grads = [p.opt_grad(optimizer).numpy().astype(np.float64) for p in trainable]
-    optimizer.step()
-    return dict(torch_losses=torch_losses, jittor_losses={k: v.item() for k, v in losses.items()},
-                torch_grads=torch_grads, exact_grads=exact_grads,
-                jittor_grads=dict(zip(torch_grads, jittor_grads)),
-                vgg_before=vgg_before, vgg_after={k: v.numpy() for k, v in jvgg.state_dict().items()})
-
-
-def test_training_losses(one_training_step):
-    expected, actual = one_training_step["torch_losses"], one_training_step["jittor_losses"]
-    assert set(actual) == set(expected) == set(net.LOSS_WEIGHTS)
-    for name in expected:
-        assert expected[name] > 0
-        assert_close(actual[name], expected[name], LOSS_TOL, f"loss {name}")
-
-
-def relative_error(actual, exact):
-    return np.linalg.norm(actual - exact) / max(np.linalg.norm(exact), 1e-30)
-
-
-def test_training_gradients(one_training_step):
-    """Jittor's float32 gradients are as close to the exact (float64) ones as PyTorch's are.
-
-    Both frameworks' float32 gradients of the MCC parameters are ~2e-3 (norm-relative)
-    away from float64 on this batch: normal() divides by the std of nearly dead ReLU
-    channels, which magnifies round-off. So the bar is: within 1e-3 of the exact gradient,
-    or within 1.5x PyTorch's own float32 error, whichever is larger.
-    """
-    exact, torch_grads = one_training_step["exact_grads"], one_training_step["torch_grads"]
-    for name, actual in one_training_step["jittor_grads"].items():
-        torch_error = relative_error(torch_grads[name], exact[name])
-        jittor_error = relative_error(actual, exact[name])
-        assert jittor_error <= max(GRAD_TOL, 1.5 * torch_error), \
-            f"gradient of {name}: Jittor {jittor_error:.2e} from exact, PyTorch {torch_error:.2e}"
+    assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-6, "upsampling gradient")  # sums of 4 products
 
 
 def adam_updates(optimizer_step, params, grads, steps=3):
@@ -192,22 +369,36 @@ def jittor_adam(adam_class):
     return run
 
 
-def test_adam_step_equals_pytorch():
-    """Gradients spanning 1e-10..1e2 exercise where eps enters the update."""
+def test_float32_adam_update_rule():
+    """Gradients spanning 1e-10..1e2 exercise where eps enters the update (an element-wise rule:
+    float32 rounds each update by a few 2⁻²⁴)."""
     rng = np.random.default_rng(7)
     params = [rng.standard_normal((64, 32)).astype(np.float32), rng.standard_normal(64).astype(np.float32)]
     grads = [(rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-10, 2, p.shape)).astype(np.float32)
              for p in params]
     expected = adam_updates(torch_adam, params, grads)
     for actual, exp in zip(adam_updates(jittor_adam(net.Adam), params, grads), expected):
-        assert_close(actual, exp, GRAD_TOL, "net.Adam update")
+        assert_close(actual, exp, 1e-5, "net.Adam update")
     # Jittor's stock Adam puts eps elsewhere and does not reproduce PyTorch: why net.Adam exists.
     stock = adam_updates(jittor_adam(jt.optim.Adam), params, grads)
     assert np.abs(stock[0] - expected[0]).max() > 0.1 * np.abs(expected[0]).max()
 
 
-def test_encoder_receives_no_update(one_training_step):
-    before, after = one_training_step["vgg_before"], one_training_step["vgg_after"]
-    assert before.keys() == after.keys() and len(before) == 34
-    for key in before:
-        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+def cpu_has_avx512():
+    with open("/proc/cpuinfo") as f:
+        return " avx512f " in f.read().replace("\n", " ")
+
+
+@pytest.mark.skipif(os.environ.get("DNNL_MAX_CPU_ISA") == "AVX2", reason="this run is the AVX2 run")
+def test_the_float32_verdict_is_the_same_with_avx2_kernels():
+    """The float32 tests again, in a child process whose oneDNN (Jittor's and PyTorch's) may use AVX2 only.
+
+    On an AVX2-only CPU the run above already used AVX2 kernels, so only the AVX-512 case is new.
+    """
+    if not cpu_has_avx512():
+        pytest.skip("this CPU has no AVX-512: the float32 tests above already ran on AVX2 kernels")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "float32",
+                             os.path.join(REPO, "tests", "test_parity.py")],
+                            env=dict(os.environ, DNNL_MAX_CPU_ISA="AVX2"), capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

@@ -1,0 +1,413 @@
+"""test_video.py (stylization of videos and images) end to end on clips the tests make, and every bad input it must survive."""
+import fractions
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import cli
+import test_video
+import video
+import weights
+from clips import make_clip, pattern
+from conftest import REPO, run_script
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    paths = {
+        "main": str(folder / "main.mp4"),        # 66×50: not a multiple of 8; 24000/1001 fps; AAC
+        "odd": str(folder / "odd.mp4"),          # 65×49 stored, shown rotated by 90°, variable frame rate
+    }
+    stamps = {
+        "main": make_clip(paths["main"], 66, 50, frames=12),
+        "odd": make_clip(paths["odd"], 65, 49, frames=7, rotation=90, variable_rate=True, pix_fmt="yuv444p"),
+    }
+    style = folder / "style.png"
+    Image.fromarray(pattern(3, 60, 45)[::-1].copy()).save(style)
+    return dict(paths=paths, stamps=stamps, style=str(style), folder=folder)
+
+
+@pytest.fixture
+def stylize(weight_files, run_main):
+    """test_video.py with the test weights, in this process: (exit code, user lines)."""
+    vgg, decoder, mcc = weight_files
+    return lambda *args: run_main(test_video, "--vgg_path", vgg, "--decoder_path", decoder,
+                                  "--transform_path", mcc, *args)
+
+
+def describe(path):
+    """Video stream facts and decoded frames of a file."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        frames = [(f.pts * f.time_base, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        facts = dict(codec=stream.codec_context.name, pix_fmt=stream.codec_context.pix_fmt,
+                     size=(stream.width, stream.height), rate=stream.average_rate)
+    with av.open(path) as container:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        facts["audio"] = None if audio is None else (
+            audio.codec_context.name, float(audio.duration * audio.time_base))
+    facts["times"] = [t for t, _ in frames]
+    facts["frames"] = [f for _, f in frames]
+    return facts
+
+
+@pytest.fixture(scope="module")
+def stylized(clips, weight_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    vgg, decoder, mcc = weight_files
+    result = run_script("test_video.py", "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc,
+                        "--video", f"{clips['paths']['main']},{clips['paths']['odd']}", "--style", clips["style"],
+                        "--output", out, "--save_frames", "--save_ext", ".png", "--batch_size", "3")
+    assert result.returncode == 0, result.stderr
+    return dict(out=out, stderr=result.stderr)
+
+
+def test_video_keeps_size_rate_timestamps_frames_and_sound(clips, stylized):
+    source = describe(clips["paths"]["main"])
+    result = describe(str(stylized["out"] / "main_stylized_style.mp4"))
+    assert result["codec"] == "h264" and result["pix_fmt"] == "yuv420p"
+    assert result["size"] == (66, 50)
+    assert len(result["frames"]) == 12
+    assert result["times"] == source["times"]
+    assert result["rate"] == fractions.Fraction(24000, 1001)
+    assert result["audio"][0] == "aac" and abs(result["audio"][1] - source["audio"][1]) < 0.03
+    assert "main.mp4 -> " in stylized["stderr"] and "12 frames 66x50" in stylized["stderr"]
+    data = (stylized["out"] / "main_stylized_style.mp4").read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # +faststart: the index first, so browsers play at once
+
+
+def test_audio_is_interleaved_with_the_video(stylized):
+    """Audio packets are muxed in step with the frames (players and browsers stream MP4 in file order)."""
+    with av.open(str(stylized["out"] / "main_stylized_style.mp4")) as container:
+        order = [packet.stream.type for packet in container.demux() if packet.size]
+    first_audio, last_video = order.index("audio"), len(order) - 1 - order[::-1].index("video")
+    assert first_audio < last_video
+
+
+def test_rotated_odd_variable_rate_video(clips, stylized):
+    source = describe(clips["paths"]["odd"])
+    result = describe(str(stylized["out"] / "odd_stylized_style.mp4"))
+    # Shown upright: 49 wide, 65 high; encoded with one repeated row and column (4:2:0 needs even sizes).
+    assert result["size"] == (50, 66)
+    assert "7 frames 49x65 (encoded at 50x66" in stylized["stderr"]
+    assert result["times"] == source["times"]  # variable frame rate: 1/15 s and 1/30 s apart, alternating
+    assert sorted(set(np.diff([float(t) for t in result["times"]]).round(4))) == [0.0333, 0.0667]
+    frames = sorted(os.listdir(stylized["out"] / "odd_stylized_style_frames"))
+    assert len(frames) == 7 and Image.open(stylized["out"] / "odd_stylized_style_frames" / frames[0]).size == (49, 65)
+
+
+def test_reader_turns_rotated_frames_upright(clips):
+    with video.VideoReader(clips["paths"]["odd"]) as reader:
+        first = next(reader.frames())[0]
+    # Stored: green marker at the top left of a 65×49 frame; displayed rotated 90° counter-clockwise,
+    # the marker lands at the bottom left of a 49×65 picture.
+    assert first.shape == (65, 49, 3)
+    green = (first[:, :, 1] > 200) & (first[:, :, 0] < 60) & (first[:, :, 2] < 60)
+    rows, cols = np.nonzero(green)
+    assert rows.min() > 40 and cols.max() < 15
+
+
+def test_video_frames_equal_the_image_path(clips, stylized, stylize, tmp_path):
+    """Frame k of the video path = the image path on decoded frame k (≤ 1 level on ≥ 99.9% of pixels)."""
+    with video.VideoReader(clips["paths"]["main"]) as reader:
+        decoded = [frame for frame, _ in reader.frames()]
+    for k in (0, 7, 11):
+        Image.fromarray(decoded[k]).save(tmp_path / f"frame{k}.png")
+    content = ",".join(str(tmp_path / f"frame{k}.png") for k in (0, 7, 11))
+    code, lines = stylize("--content", content, "--style", clips["style"], "--content_size", "0",
+                          "--output", tmp_path / "images", "--save_ext", ".png")
+    assert code == 0, lines
+    for k in (0, 7, 11):
+        image = np.asarray(Image.open(tmp_path / "images" / f"frame{k}_stylized_style.png"), dtype=int)
+        frame = np.asarray(Image.open(stylized["out"] / "main_stylized_style_frames" / f"{k:06d}.png"), dtype=int)
+        assert image.shape == frame.shape == (50, 66, 3)
+        close = np.abs(image - frame) <= 1
+        assert close.mean() >= 0.999, f"frame {k}: {close.mean():.5f} of pixels within 1 level"
+
+
+@pytest.mark.parametrize("container,codec,audio,name", [
+    ("matroska", "libx264", "pcm_s16le", "clip.data"),   # audio MP4 cannot copy: re-encoded to AAC
+    ("webm", "libvpx-vp9", "libopus", "clip.webm"),
+    ("gif", "gif", None, "clip.gif"),
+])
+def test_other_containers_by_content_not_name(stylize, clips, tmp_path, container, codec, audio, name):
+    path = str(tmp_path / name)
+    pix_fmt = {"gif": "rgb8"}.get(codec, "yuv420p")
+    make_clip(path, 48, 40, frames=5, rate=fractions.Fraction(10), audio=audio, container=container,
+              codec=codec, pix_fmt=pix_fmt)
+    code, lines = stylize("--content", path, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    out = describe(str(tmp_path / "o" / f"{os.path.splitext(name)[0]}_stylized_style.mp4"))
+    assert len(out["frames"]) == 5 and out["size"] == (48, 40)
+    assert (out["audio"] is None) == (audio is None)
+    if audio:
+        assert out["audio"][0] == "aac" and out["audio"][1] > 0.4
+
+
+def test_truncated_video_is_stylized_as_far_as_it_decodes(stylize, clips, tmp_path):
+    whole = str(tmp_path / "whole.mkv")
+    make_clip(whole, 48, 40, frames=30, rate=fractions.Fraction(10), audio=None, container="matroska")
+    data = open(whole, "rb").read()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    code, lines = stylize("--content", cut, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1
+    warning = [line for line in lines if line.startswith("WARNING")]
+    decoded = len(describe(str(tmp_path / "o" / "cut_stylized_style.mp4"))["frames"])
+    assert len(warning) == 1 and f"cut.mkv is damaged: {decoded} frames decoded" in warning[0]
+    assert 5 <= decoded < 30
+    assert lines[-1].startswith("error: 1 damaged video(s)")
+
+
+def corrupt_packet(path, index):
+    """Overwrite the payload of video packet `index` with noise (the container around it stays valid)."""
+    with av.open(path) as container:
+        position, size = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size][index]
+    data = bytearray(open(path, "rb").read())
+    data[position + 2:position + size] = np.random.default_rng(index).integers(0, 256, size - 2, np.uint8).tobytes()
+    open(path, "wb").write(data)
+
+
+def test_a_damaged_packet_costs_one_frame_not_the_rest(tmp_path):
+    path = str(tmp_path / "damaged.mp4")
+    make_clip(path, 64, 48, frames=30, rate=fractions.Fraction(10), audio=None)
+    corrupt_packet(path, 12)
+    with video.VideoReader(path) as reader:
+        frames = list(reader.frames())
+    assert len(frames) == 29  # stopping at the first error (as before) kept 10
+    assert reader.damaged_packets == 1 and "1 damaged packet(s) skipped" in reader.problem
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_interruption_leaves_no_file_and_says_so(weight_files, clips, tmp_path, sent):
+    """Ctrl-C, or SIGTERM (kill, Slurm pre-emption, docker stop), mid-video, sent to the whole process
+    group as a terminal sends it: one line, nothing left behind.
+
+    The one test of test_video.py in a child process: the exit code and signals as the shell sees them.
+    """
+    long_clip = str(tmp_path / "long.mp4")
+    make_clip(long_clip, 64, 48, frames=400, audio=None)
+    out = tmp_path / "o"
+    vgg, decoder, mcc = weight_files
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "test_video.py"), "--vgg_path", vgg,
+                                "--decoder_path", decoder, "--transform_path", mcc, "--content", long_clip,
+                                "--style", clips["style"], "--output", str(out), "--batch_size", "1"],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out.exists() and any(p.name.startswith(".tmp-") for p in out.iterdir())):
+        assert time.time() < deadline and process.poll() is None, "the output never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(process.pid, sent)
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 128 + sent
+    assert stderr.strip().splitlines()[-1] == "interrupted"
+    assert "SIGCHLD" not in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    monkeypatch.setattr(cli.secrets, "token_hex", lambda n: "predictable")
+    os.symlink(victim, tmp_path / ".tmp-predictable-out.mp4")
+    with pytest.raises(cli.UserError, match="cannot write there"):
+        cli.write_atomically(str(tmp_path / "out.mp4"), b"stylized")
+    assert victim.read_text() == "precious"
+
+
+def bad_input_cases(clips, tmp):
+    text = tmp / "notes.mp4"
+    text.write_text("not a video\n")
+    tiny = tmp / "tiny.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny)
+    truncated = tmp / "truncated.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:4000])
+    empty = tmp / "empty.avi"
+    with av.open(str(empty), "w", format="avi") as container:  # a video stream, no frame
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
+        container.start_encoding()
+    blocked = tmp / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    tall = tmp / "tall.png"
+    Image.fromarray(np.zeros((300, 12, 3), np.uint8)).save(tall)
+    os.mkfifo(tmp / "fifo.mp4")
+    main, style = clips["paths"]["main"], clips["style"]
+    return {
+        "missing content": (["--content", tmp / "nope.mp4", "--style", style], "nope.mp4: no such file"),
+        "missing style": (["--content", main, "--style", tmp / "nope.jpg"], "nope.jpg: no such file"),
+        "a fifo": (["--content", tmp / "fifo.mp4", "--style", style], "not a regular file"),
+        "neither image nor video": (["--content", text, "--style", style], "neither an image nor a video"),
+        "truncated picture": (["--content", truncated, "--style", style], "not an image that can be read"),
+        "video without frames": (["--content", empty, "--style", style], "without any decodable frame"),
+        "too small": (["--content", tiny, "--style", style, "--content_size", "0"],
+                      "8x8 is too small; the encoder needs at least 9x9"),
+        "alpha": (["--content", main, "--style", style, "--alpha", "1.5"], "--alpha 1.5: must be within [0, 1]"),
+        "alpha nan": (["--content", main, "--style", style, "--alpha", "nan"], "--alpha nan: must be within"),
+        "weights count": (["--content", main, "--style", f"{style},{style}", "--style_interpolation_weights", "1"],
+                          "has 1 weights for 2 styles"),
+        "weights nan": (["--content", main, "--style", f"{style},{style}", "--style_interpolation_weights", "nan,1"],
+                        "must be finite"),
+        "weights inf": (["--content", main, "--style", f"{style},{style}", "--style_interpolation_weights", "inf,1"],
+                        "must be finite"),
+        "output not writable": (["--content", main, "--style", style, "--output", blocked / "sub"],
+                                "cannot write there"),
+        "style is a video": (["--content", main, "--style", main], "a style must be an image"),
+        "unknown flag": (["--content", main, "--style", style, "--colour"], "unrecognized arguments: --colour"),
+        "style too large": (["--content", tall, "--style", style, "--content_size", "0", "--max_pixels", "20000"],
+                            "style " + style + ": the image resized to a shorter side of 300 is 400x300 = 120,000"),
+    }
+
+
+CASES = ["missing content", "missing style", "a fifo", "neither image nor video", "truncated picture",
+         "video without frames", "too small", "alpha", "alpha nan", "weights count", "weights nan", "weights inf",
+         "output not writable", "style is a video", "unknown flag", "style too large"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line(stylize, clips, tmp_path, case):
+    args, expected = bad_input_cases(clips, tmp_path)[case]
+    out = tmp_path / "out"
+    if "--output" not in args:
+        args = args + ["--output", out]
+    code, lines = stylize(*args)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def big_picture(tmp_path_factory):
+    """A 6000 × 6000 picture (a few hundred kB of PNG): above the default pixel limit and Jittor's pooling."""
+    path = tmp_path_factory.mktemp("big") / "big.png"
+    Image.new("RGB", (6000, 6000), (90, 120, 200)).save(path)
+    return path
+
+
+def test_pictures_above_the_pixel_limit_are_refused_before_decoding(stylize, clips, big_picture, tmp_path):
+    code, lines = stylize("--content", big_picture, "--style", clips["style"], "--content_size", "0",
+                          "--output", tmp_path)
+    assert code == 1 and len(lines) == 1
+    assert "is 6000x6000 = 36,000,000 pixels, above the limit of 16,777,216 (--max_pixels raises it" in lines[0]
+
+
+def test_a_decompression_bomb_stays_a_picture(stylize, clips, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (14000, 14000)).save(bomb)  # 190 kB; Pillow itself refuses it as a bomb
+    assert video.probe(str(bomb)) == "image"
+    code, lines = stylize("--content", bomb, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and len(lines) == 1 and "14000x14000 = 196,000,000 pixels, above the limit" in lines[0]
+
+
+def test_a_frame_beyond_jittors_pooling_is_one_line(stylize, clips, big_picture, tmp_path):
+    code, lines = stylize("--content", big_picture, "--style", clips["style"], "--content_size", "0",
+                          "--max_pixels", 40_000_000, "--output", tmp_path)
+    assert code == 1 and len(lines) == 1
+    assert "6000x6000 is larger than Jittor can pool (at most 33,554,431 pixels)" in lines[0]
+
+
+def test_missing_weights_say_where_to_get_them(clips, tmp_path, run_main):
+    code, lines = run_main(test_video, "--content", clips["paths"]["main"], "--style", clips["style"],
+                           "--output", tmp_path / "o")
+    assert code == 1 and len(lines) == 1
+    assert "no such file" in lines[0] and "github.com/diyiiyiii/MCCNet" in lines[0] and "experiments/" in lines[0]
+
+
+def test_wrong_weights_say_which_network(weight_files, clips, tmp_path, run_main):
+    vgg, decoder, mcc = weight_files
+    code, lines = run_main(test_video, "--vgg_path", vgg, "--decoder_path", mcc, "--transform_path", mcc,
+                           "--content", clips["paths"]["main"], "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"error: {mcc}: not the decoder weights")
+    assert "github.com" not in lines[0]  # the files exist: where to download them is not the problem
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
+
+def test_a_damaged_checkpoint_of_ones_own_training_is_not_a_download_problem(weight_files, clips, tmp_path,
+                                                                             run_main):
+    vgg, decoder, mcc = weight_files
+    damaged = tmp_path / "decoder_iter_5000.pkl"
+    weights.write_state_dict(weights.read_state_dict(decoder), str(damaged))
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    code, lines = run_main(test_video, "--vgg_path", vgg, "--decoder_path", damaged, "--transform_path", mcc,
+                           "--content", clips["paths"]["main"], "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and len(lines) == 1
+    assert f"{damaged}: not a readable PyTorch or Jittor checkpoint" in lines[0] and "github.com" not in lines[0]
+
+
+def test_images_of_every_mode_and_a_folder(stylize, clips, tmp_path):
+    folder = tmp_path / "content"
+    folder.mkdir()
+    base = pattern(1, 40, 30)
+    Image.fromarray(base).convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray(base).convert("L").save(folder / "grey.png")
+    Image.fromarray(base).convert("P").save(folder / "palette.gif")
+    (folder / "readme.txt").write_text("not an image")
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", tmp_path / "o",
+                          "--content_size", "32")
+    assert code == 0, lines
+    assert any("skipping" in line and "readme.txt" in line for line in lines)
+    names = sorted(os.listdir(tmp_path / "o"))
+    assert names == ["grey_stylized_style.jpg", "palette_stylized_style.jpg", "rgba_stylized_style.jpg"]
+    # Shorter side resized to --content_size 32: 40×30 → 42×32.
+    assert all(Image.open(tmp_path / "o" / n).size == (42, 32) for n in names)
+
+
+def test_inputs_that_share_a_name_get_distinct_outputs(stylize, clips, tmp_path):
+    folder = tmp_path / "content"
+    folder.mkdir()
+    Image.fromarray(pattern(1, 40, 30)).save(folder / "a.png")
+    Image.fromarray(pattern(2, 40, 30)).save(folder / "a.jpg")
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", tmp_path / "o",
+                          "--content_size", "32", "--save_ext", ".png")
+    assert code == 0, lines
+    outputs = {name: np.asarray(Image.open(tmp_path / "o" / name)) for name in sorted(os.listdir(tmp_path / "o"))}
+    assert list(outputs) == ["a_jpg_stylized_style.png", "a_png_stylized_style.png"]
+    assert not np.array_equal(*outputs.values())
+
+
+def test_an_input_is_never_overwritten(stylize, clips, tmp_path):
+    folder = tmp_path / "content"
+    folder.mkdir()
+    Image.fromarray(pattern(1, 40, 30)).save(folder / "x.png")
+    Image.fromarray(pattern(2, 40, 30)).save(folder / "x_stylized_style.png")  # the user's own picture
+    before = (folder / "x_stylized_style.png").read_bytes()
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", folder,
+                          "--content_size", "32", "--save_ext", ".png")
+    assert code == 1 and len(lines) == 1 and "is one of the inputs" in lines[0]
+    assert (folder / "x_stylized_style.png").read_bytes() == before
+
+
+def test_save_frames_where_a_file_has_the_folders_name(stylize, clips, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "main_stylized_style_frames").write_text("mine")
+    code, lines = stylize("--content", clips["paths"]["main"], "--style", clips["style"], "--output", out,
+                          "--save_frames")
+    assert code == 1 and len(lines) == 1 and "frames folder cannot be made" in lines[0]
+    assert sorted(os.listdir(out)) == ["main_stylized_style_frames"]
+
+
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(stylize, clips, full_disk, tmp_path, kind):
+    if kind == "video":
+        content = tmp_path / "big.mp4"
+        make_clip(str(content), 320, 240, frames=30, audio=None)  # stylized: more than the 64 kB disk holds
+    else:
+        content = tmp_path / "noise.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 600, 3), np.uint8)).save(content)
+    code, lines = stylize("--content", content, "--style", clips["style"], "--output", full_disk,
+                          "--save_ext", ".png", "--content_size", "0")
+    assert code == 1 and len(lines) == 1
+    assert "No space left on device" in lines[0] and "nothing was written" in lines[0]
+    assert os.listdir(full_disk) == []
