@@ -27,6 +27,17 @@ needs_mpi = pytest.mark.skipif(MPIRUN is None, reason="OpenMPI is not installed 
                                                       "libopenmpi-dev); .ci/run installs it")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--use_cuda", choices=backend.CUDA_CHOICES, default="0",
+                     help="where Jittor runs in the tests (the PyTorch oracle stays on the CPU); "
+                          "1 checks the CUDA path on a GPU machine (tests/gpu_check.sh)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jittor_device(request):
+    backend.use_device(request.config.getoption("--use_cuda"))
+
+
 def relative_error(actual, expected):
     """max |actual − expected| / max |expected|: the error against the value's scale."""
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)

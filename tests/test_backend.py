@@ -1,14 +1,16 @@
-"""Jittor start-up: CPU build where CUDA cannot work, device choice, quiet logging."""
+"""Jittor start-up: CPU build where CUDA cannot work, CUDA 13 builds, the fallback, device choice, quiet logging."""
 import os
 import subprocess
 import sys
 
 import jittor as jt
+import numpy as np
 import pytest
+from PIL import Image
 
 import backend
 from cli import UserError
-from conftest import REPO
+from conftest import REPO, run_script
 
 
 def test_cpu_machine_gets_a_cpu_build():
@@ -41,3 +43,39 @@ def test_import_is_quiet_and_needs_no_network():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in ("False", "True")
     assert "[i " not in result.stderr and "Traceback" not in result.stderr
+
+
+CUDA_TOOLKIT = "/usr/local/cuda/bin/nvcc"
+
+
+@pytest.mark.skipif(not os.path.exists(CUDA_TOOLKIT), reason=f"no CUDA toolkit at {CUDA_TOOLKIT}: Jittor's CUDA "
+                                                              "build cannot be compiled on this machine")
+@pytest.mark.skipif(backend.gpu_present(), reason="this machine has a GPU: its CUDA path is checked for real "
+                                                  "(tests/gpu_check.sh)")
+def test_cuda_build_compiles_with_our_flags_and_a_failing_cuda_falls_back(weight_files, tmp_path):
+    """Jittor's CUDA build against the local CUDA 13 toolkit (no GPU, no driver) with our flags.
+
+    It must compile, and fail only when it starts the CUDA runtime (cudaErrorInsufficientDriver):
+    a compile error would be another reason. That failure, on a machine where CUDA is asked
+    for, is one line and the CPU (--use_cuda auto) or one error (--use_cuda 1).
+    """
+    verdict = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
+    if os.path.exists(verdict):
+        os.unlink(verdict)  # probe again: the compiled build itself stays in Jittor's cache
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)).save(image)
+    vgg, decoder, mcc = weight_files
+    argv = ["--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc, "--content", image,
+            "--style", image, "--output", tmp_path, "--content_size", "0"]
+    # What a GPU machine with a broken driver looks like; none of the choices backend made for this process.
+    env = {k: v for k, v in os.environ.items() if k not in backend.cuda_build_environment(CUDA_TOOLKIT)}
+    env["nvcc_path"] = CUDA_TOOLKIT
+    auto = run_script("test_video.py", *argv, env=env, timeout=2400)
+    lines = [line for line in auto.stderr.splitlines() if line.startswith("Jittor's CUDA build")]
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    assert lines == ["Jittor's CUDA build does not work here (cudaErrorInsufficientDriver): using the CPU"]
+    assert (tmp_path / "photo_stylized_photo.jpg").exists()
+    required = run_script("test_video.py", *argv, "--use_cuda", "1", env=env, timeout=600)
+    assert required.returncode == 1
+    assert required.stderr.strip().splitlines()[-1] == (
+        "error: --use_cuda 1: Jittor's CUDA build does not work here (cudaErrorInsufficientDriver); use --use_cuda 0")

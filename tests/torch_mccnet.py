@@ -1,4 +1,4 @@
-"""An independent PyTorch MCCNet, written from MCCNET_SPEC.md: the test oracle.
+"""An independent PyTorch MCCNet, written from docs/mccnet.md: the test oracle.
 
 It mirrors the original PyTorch code (github.com/diyiiyiii/MCCNet) module for module,
 so that state dicts saved from it have the published key layout. It deliberately shares
