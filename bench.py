@@ -85,8 +85,9 @@ def video_runs(oracle, weight_paths, device, folder, size):
     clip, style = os.path.join(folder, "clip.mp4"), os.path.join(folder, "style.jpg")
     make_clip(clip, width, height, frames=frames)
     transformer.Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), np.uint8)).save(style)
-    args = test_video.parse_args(["--content", clip, "--style", style, "--output", folder, "--vgg_path", weight_paths[0],
-                                  "--decoder_path", weight_paths[1], "--transform_path", weight_paths[2]])
+    args = test_video.parse_args(["--content", clip, "--style", style, "--output", folder,
+                                  "--vgg_path", weight_paths[0], "--decoder_path", weight_paths[1],
+                                  "--transform_path", weight_paths[2]])
     stylizer = test_video.Stylizer(test_video.load_models(args), args.alpha, None)
     with video.VideoReader(clip) as reader:
         decoded = [frame for frame, _ in reader.frames()]
@@ -152,7 +153,8 @@ def main():
         times = medians_in_turns(video_runs(oracle, weight_paths, args.device, folder, settings["video"]),
                                  max(1, args.repeat // 2), warmup=1)
         rows.append((f"video {width}×{height}, {frames} frames, file to file, s", times["original"], times["ours"]))
-        rows.append(("… test_video.py's network alone, on decoded frames, s", times["original"], times["model_alone"]))
+        rows.append(("… test_video.py's network alone, on decoded frames, s", times["original"],
+                     times["model_alone"]))
         batch, crop = settings["train"]
         times = medians_in_turns(training_runs(0, weight_paths, args.device, batch, crop), args.repeat)
         rows.append((f"training step, batch {batch}, {crop}×{crop}, s", times["original"], times["ours"]))

@@ -323,7 +323,8 @@ def report(args, tracks, n_frames, size):
         "feature_every": args.feature_every,
         "feature_frames": "VGG features of frames t with t mod feature_every in {0, 1} (every frame when 1 or 2)",
         "style": args.style,
-        "input": {"mean": tracks[0].summary(), "per_frame": {"warping_error": clean(tracks[0].figures["warping_error"])}},
+        "input": {"mean": tracks[0].summary(),
+                  "per_frame": {"warping_error": clean(tracks[0].figures["warping_error"])}},
         "stylized": [{"path": track.name, "mean": track.summary(),
                       "per_frame": {column: clean(values) for column, values in track.figures.items() if values}}
                      for track in tracks[1:]],

@@ -185,21 +185,25 @@ def read_picture(path, what, max_pixels):
         raise UserError(f"{what} {path}: not an image that can be read ({error})")
 
 
+def check_min_side(width, height, what):
+    if min(width, height) < net.MIN_SIDE:
+        raise UserError(f"{what}: {width}x{height} is too small; the encoder needs at least "
+                        f"{net.MIN_SIDE}x{net.MIN_SIDE} pixels")
+
+
 def sized(image, size, crop, max_pixels, what):
     """An image as an array sized by the original's rules, or a UserError when too small or too large."""
     try:
         array = transformer.test_transform(image, size, crop, max_pixels)
-    except (transformer.TooLarge, ValueError) as error:
+    except ValueError as error:  # TooLarge, or a crop larger than the image
         raise UserError(f"{what}: {error}")
-    height, width = array.shape[1:]
-    if min(width, height) < net.MIN_SIDE:
-        raise UserError(f"{what}: {width}x{height} is too small; the encoder needs at least "
-                        f"{net.MIN_SIDE}x{net.MIN_SIDE} pixels")
+    check_min_side(array.shape[2], array.shape[1], what)
     return array
 
 
 def style_arrays(paths, content_height, content_colours, args):
-    """Style images sized by the original's rule (shorter side = --style_size, else the content's height); CORAL if asked."""
+    """Style images sized by the original's rule (shorter side: --style_size, else the content's height),
+    recoloured by CORAL with --preserve_color."""
     arrays = []
     for path in paths:
         image = read_picture(path, "--style", args.max_pixels)
@@ -264,8 +268,9 @@ def frames_per_pass(height, width, wanted, what):
 def stylize_image(content_path, style_paths, out_path, stylizer, args):
     image = read_picture(content_path, "--content", args.max_pixels)
     size = IMAGE_CONTENT_SIZE if args.content_size is None else args.content_size
-    content = transformer.array_to_image(sized(image, size, args.crop, args.max_pixels, f"content {content_path}"))
-    frames_per_pass(*content.shape[:2], 1, f"content {content_path}")
+    what = f"content {content_path}"
+    content = transformer.array_to_image(sized(image, size, args.crop, args.max_pixels, what))
+    frames_per_pass(*content.shape[:2], 1, what)  # refuses what Jittor cannot pool
     stylizer.set_styles(style_arrays(style_paths, content.shape[0], transformer.image_to_array(content), args))
     save_image(stylizer([content])[0], out_path)
     print(f"{content_path} -> {out_path}", file=sys.stderr)
@@ -281,7 +286,8 @@ class VideoResult:
 
     def summary(self):
         even = video.even_size(self.width, self.height)
-        padded = f" (encoded at {even[0]}x{even[1]}: H.264 4:2:0 needs even sizes)" if even != (self.width, self.height) else ""
+        padded = "" if even == (self.width, self.height) else \
+            f" (encoded at {even[0]}x{even[1]}: H.264 4:2:0 needs even sizes)"
         return (f"{self.frames} frames {self.width}x{self.height}{padded} in {self.seconds:.1f} s "
                 f"({self.frames / self.seconds:.2f} frames/s)")
 
@@ -290,12 +296,13 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
     """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
     with video.VideoReader(content_path) as reader:
-        frames = (resized_frame(frame, pts, args, content_path) for frame, pts in reader.frames())
+        what = f"content {content_path}"
+        frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)
         if first is None:
             raise UserError(f"{content_path}: a video without any decodable frame ({reader.problem or 'empty'})")
         height, width = first[0].shape[:2]
-        batch_size = frames_per_pass(height, width, args.batch_size, f"content {content_path}")
+        batch_size = frames_per_pass(height, width, args.batch_size, what)
         stylizer.set_styles(style_arrays(style_paths, height, transformer.image_to_array(first[0]), args))
         frames_dir = os.path.splitext(out_path)[0] + "_frames" if args.save_frames else None
         if frames_dir:
@@ -320,23 +327,14 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
         return VideoResult(count, width, height, time.perf_counter() - start, reader.problem)
 
 
-def resized_frame(frame, pts, args, content_path):
-    """A decoded frame at --content_size (0 or None: as it is), with its timestamp."""
-    if args.content_size:
-        image = Image.fromarray(frame)
-        try:
-            frame = np.asarray(transformer.resize_shorter_side(image, args.content_size, args.max_pixels))
-        except transformer.TooLarge as error:
-            raise UserError(f"content {content_path}: {error}")
-    else:
-        try:
-            transformer.check_pixels(frame.shape[1], frame.shape[0], args.max_pixels, "a frame")
-        except transformer.TooLarge as error:
-            raise UserError(f"content {content_path}: {error}")
-    if min(frame.shape[:2]) < net.MIN_SIDE:
-        raise UserError(f"content {content_path}: {frame.shape[1]}x{frame.shape[0]} is too small; "
-                        f"the encoder needs at least {net.MIN_SIDE}x{net.MIN_SIDE} pixels")
-    return frame, pts
+def frame_at_content_size(frame, args, what):
+    """A decoded frame at --content_size (0 or None: as it is), checked against the size limits."""
+    try:
+        image = transformer.resize_shorter_side(Image.fromarray(frame), args.content_size or 0, args.max_pixels)
+    except transformer.TooLarge as error:
+        raise UserError(f"{what}: {error}")
+    check_min_side(*image.size, what)
+    return np.asarray(image)
 
 
 def batched(items, size):

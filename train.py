@@ -60,7 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--crop_size", type=int, default=transformer.TRAIN_CROP,
                         help="training crop size; images are first resized to twice this, square "
                              "(the original: 256 from 512)")
-    parser.add_argument("--style_weight", type=float, default=net.LOSS_WEIGHTS["style"], help="weight of the style loss")
+    parser.add_argument("--style_weight", type=float, default=net.LOSS_WEIGHTS["style"],
+                        help="weight of the style loss")
     parser.add_argument("--content_weight", type=float, default=net.LOSS_WEIGHTS["content"],
                         help="weight of the content loss")
     parser.add_argument("--n_threads", type=int, default=16,

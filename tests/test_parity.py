@@ -293,7 +293,8 @@ def float32_step(weight_files):
         losses, grads = torch_training_step(tm.seeded_weights(seed=0), batch, torch.float64,
                                             torch.Generator().manual_seed(run))
         for name in losses:
-            envelope_losses[name] = max(envelope_losses[name], abs(losses[name] - exact_losses[name]) / exact_losses[name])
+            change = abs(losses[name] - exact_losses[name]) / exact_losses[name]
+            envelope_losses[name] = max(envelope_losses[name], change)
         for name in grads:
             envelope_grads[name] = max(envelope_grads[name], norm_relative(grads[name], exact_grads[name]))
     vgg, decoder, mcc = load_jittor_models(weight_files)

@@ -1,4 +1,5 @@
-"""test_video.py (stylization of videos and images) end to end on clips the tests make, and every bad input it must survive."""
+"""test_video.py (stylizing videos and images) end to end on clips the tests make, and every bad
+input it must survive."""
 import fractions
 import os
 import signal
