@@ -318,23 +318,25 @@ def test_mpi_ranks_draw_disjoint_shares_of_the_single_process_stream(tmp_path):
         assert first + second == global_batch, f"batch {b}: ranks {first} + {second}, single process {global_batch}"
 
 
-def assert_same_training(folder_a, folder_b, iteration, moment_tolerance, lr=1e-4):
+def assert_same_training(folder_a, folder_b, iteration, moment_tolerance=None, lr=1e-4):
     """Two runs on the same data, noise and global batch, whose gradients differ by float32 round-off
     only (the ranks' shares are summed in another order than one process sums its batch).
 
-    Adam's first moment is a running mean of the gradients: the two runs' moments must agree
-    to `moment_tolerance` (norm-relative over all parameters). Measured: 2.3e-6 after 2 steps,
-    and 2.2e-4 when the TV loss is not weighted by the number of ranks (the bug it would
-    catch); later the runs drift apart (8e-5 after 4 steps, 3e-3 after 6), because Adam's
-    first steps move a parameter by about lr · sign(gradient), and where a gradient is within
-    round-off of zero the runs may step in opposite directions. That bounds the parameters:
-    they differ by at most 2 · lr per step.
+    Both have consumed the same number of samples. Adam's first moment is a running mean of the
+    gradients: after the first steps the two runs' moments agree to `moment_tolerance`
+    (norm-relative over all parameters; measured 2.3e-6 after 2 steps, and 2.2e-4 when the TV
+    loss is not weighted by the number of ranks, the bug this would catch). Later the runs
+    drift apart, by an amount that depends on the CPU's kernels (after 4 steps 8e-5 with
+    AVX-512, 3e-3 with AVX2): Adam's first steps move a parameter by about lr · sign(gradient),
+    and where a gradient is within round-off of zero the runs may step in opposite directions.
+    That bounds the parameters at any step: they differ by at most 2 · lr per step.
     """
     a, b = (weights.read_state_dict(str(folder / f"state_iter_{iteration}.pkl")) for folder in (folder_a, folder_b))
     assert int(a["samples"]) == int(b["samples"])
-    moments = [k for k in a if k.startswith("m.")]
-    m_a, m_b = (np.concatenate([state[k].ravel() for k in moments]) for state in (a, b))
-    assert np.linalg.norm(m_a - m_b) / np.linalg.norm(m_a) <= moment_tolerance
+    if moment_tolerance is not None:
+        moments = [k for k in a if k.startswith("m.")]
+        m_a, m_b = (np.concatenate([state[k].ravel() for k in moments]) for state in (a, b))
+        assert np.linalg.norm(m_a - m_b) / np.linalg.norm(m_a) <= moment_tolerance
     for name in (f"decoder_iter_{iteration}.pkl", f"mcc_module_iter_{iteration}.pkl"):
         a, b = (weights.read_state_dict(str(folder / name)) for folder in (folder_a, folder_b))
         assert max(np.abs(a[k] - b[k]).max() for k in a) <= 2 * lr * iteration * 1.01, name
@@ -358,8 +360,8 @@ def test_mpirun_train_ends_resumes_and_equals_one_process_with_the_global_batch(
     train.main(train_argv(weight_files, trained["data"], single / "models", single / "logs", "--batch_size", "2",
                           "--max_iter", "6"))
     assert_same_training(single / "models", ranks / "models", 2, moment_tolerance=2e-5)
-    assert_same_training(single / "models", ranks / "models", 4, moment_tolerance=1e-3)
-    assert_same_training(single / "models", ranks / "models", 6, moment_tolerance=3e-2)
+    assert_same_training(single / "models", ranks / "models", 4)
+    assert_same_training(single / "models", ranks / "models", 6)
     # one process can take over a 2-rank run: the streams continue where the ranks left them
     taken_over = tmp_path / "taken_over"
     taken_over.mkdir()
@@ -367,7 +369,7 @@ def test_mpirun_train_ends_resumes_and_equals_one_process_with_the_global_batch(
         shutil.copy(ranks / "models" / name, taken_over / name)
     train.main(train_argv(weight_files, trained["data"], taken_over, tmp_path / "logs2",
                           "--batch_size", "2", "--max_iter", "4", "--resume"))
-    assert_same_training(single / "models", taken_over, 4, moment_tolerance=1e-3)
+    assert_same_training(single / "models", taken_over, 4)
 
 
 def rank_pids(marker):
