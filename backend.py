@@ -4,11 +4,11 @@ Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the
 then loads the CUDA runtime next to it. Here we look first:
 - no nvcc, no CUDA runtime beside it, or no GPU: nvcc is hidden from Jittor (the
   `nvcc_path` environment variable, empty), a CPU build;
-- otherwise Jittor gets what its CUDA build needs (CUDA 13 flags, see
-  `cuda_build_environment`) and is first imported in a child process: if that fails
-  (a compile error, an old driver: Jittor then aborts the process) we say why in one line
-  and use the CPU. The verdict is kept in Jittor's cache until the toolkit, the driver or
-  Jittor changes.
+- otherwise Jittor gets what its CUDA build needs on today's toolkits (`cuda_setup.py`:
+  CUDA 13 flags, cuDNN from pip, cuDNN 9) and is first imported in a child process: if that
+  fails (a compile error, an old driver: Jittor then aborts the process) we say why in one
+  line and use the CPU. The verdict is kept in Jittor's cache until that set-up, the
+  driver or Jittor changes.
 CPU and CUDA builds get separate Jittor caches (`cache_name`), so that switching between
 them does not recompile. A user can force either way by setting `nvcc_path` before
 starting Python.
@@ -17,69 +17,28 @@ oneDNN, which makes Jittor's CPU convolutions as fast as PyTorch's, comes from t
 `jittor-offline` package (requirements.txt): nothing here needs the network.
 """
 import glob
+import importlib.metadata
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
+import cuda_setup
 from cli import UserError
 
 CUDA_CHOICES = ("auto", "0", "1")
-# CUDA 13 removed cudaDeviceProp.clockRate and .computeMode, which Jittor 1.3.11's
-# helper_cuda.h reads (to print device details): mapped to fields that remain.
-CUDA13_FLAGS = "-DclockRate=multiProcessorCount -DcomputeMode=major"
 PROBE_SECONDS = 1800  # the first CUDA build compiles Jittor's core: minutes
+# What the child process runs: Jittor's CUDA build, and one convolution on the GPU (cuDNN's).
+PROBE = """import jittor as jt
+assert jt.has_cuda, "no CUDA in this build"
+jt.flags.use_cuda = 1
+y = jt.nn.conv2d(jt.ones((1, 3, 8, 8)), jt.ones((2, 3, 3, 3)), padding=1)
+assert y[0, 0, 4, 4].item() == 27, "a test convolution on the GPU gave a wrong value"
+print("CUDA works")
+"""
+PROBE_PASSED = "CUDA works"
 cuda_problem = None  # why Jittor's CUDA build could not be used here, when it was tried
-
-
-def find_nvcc():
-    """The nvcc that Jittor would pick, or None."""
-    if os.environ.get("nvcc_path"):
-        return os.environ["nvcc_path"]
-    candidates = [shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc"]
-    return next((c for c in candidates if c and os.path.isfile(c)), None)
-
-
-def cuda_runtime_present(nvcc):
-    """Jittor loads libcudart from the CUDA tree that holds nvcc: is it there?"""
-    cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-    patterns = [os.path.join(cuda_home, lib, "libcudart.so*") for lib in ("lib64", "lib", "targets/*/lib")]
-    return any(glob.glob(p) for p in patterns)
-
-
-def gpu_present():
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
-
-
-def cuda_usable():
-    """Whether Jittor can be a CUDA build here: nvcc, the CUDA runtime beside it, and a GPU."""
-    nvcc = find_nvcc()
-    return bool(nvcc) and cuda_runtime_present(nvcc) and gpu_present()
-
-
-def nvcc_version(nvcc):
-    """(major, minor) of the toolkit of `nvcc`, (0, 0) when it cannot tell."""
-    try:
-        output = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return (0, 0)
-    match = re.search(r"release (\d+)\.(\d+)", output)
-    return (int(match[1]), int(match[2])) if match else (0, 0)
-
-
-def cuda_build_environment(nvcc):
-    """The environment for Jittor 1.3.11's CUDA build with the toolkit of `nvcc`.
-
-    Its own cache; CUTLASS off (a download at first use, for attention ops only); on CUDA 13
-    the flags above, and cuTT off (a faster transpose that reads the removed fields too).
-    """
-    major, minor = nvcc_version(nvcc)
-    environment = {"nvcc_path": nvcc, "cache_name": f"cuda{major}.{minor}", "use_cutlass": "0"}
-    if major >= 13:
-        environment.update(cc_flags=CUDA13_FLAGS, use_cutt="0")
-    return environment
 
 
 def _probe_key(environment):
@@ -87,12 +46,11 @@ def _probe_key(environment):
     if os.path.exists("/proc/driver/nvidia/version"):
         with open("/proc/driver/nvidia/version") as f:
             driver = f.readline().strip()
-    import importlib.metadata
     return dict(environment, driver=driver, jittor=importlib.metadata.version("jittor"))
 
 
 def cuda_build_problem(environment):
-    """None if Jittor imports as a CUDA build with `environment` (tried in a child process), else why not."""
+    """None if Jittor's CUDA build with `environment` runs a convolution (tried in a child process), else why not."""
     path = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
     key = _probe_key(environment)
     try:
@@ -105,18 +63,19 @@ def cuda_build_problem(environment):
     print("Checking that Jittor's CUDA build works here (the first time it compiles: minutes)...",
           file=sys.stderr, flush=True)
     child = dict(os.environ, **environment)
-    command = [sys.executable, "-c", "import jittor; assert jittor.has_cuda, 'no CUDA in this build'"]
-    for _ in range(2):  # a changed cc_flags makes Jittor rebuild its compiler and ask for a second run
+    for _ in range(3):  # after a change of flags Jittor rebuilds its compiler, exits 0 and wants another run
         try:
-            result = subprocess.run(command, env=child, capture_output=True, text=True, timeout=PROBE_SECONDS)
+            result = subprocess.run([sys.executable, "-c", PROBE], env=child, capture_output=True, text=True,
+                                    timeout=PROBE_SECONDS)
         except subprocess.TimeoutExpired:
             return f"importing it took more than {PROBE_SECONDS} s"
-        if "please rerun" not in result.stderr:
+        if result.returncode != 0 or PROBE_PASSED in result.stdout:
             break
-    problem = None if result.returncode == 0 else _reason(result.stderr)
+    problem = None if PROBE_PASSED in result.stdout else _reason(result.stderr)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    with open(f"{path}.{os.getpid()}", "w") as f:  # then renamed: MPI ranks may probe at once
         json.dump({"key": key, "problem": problem}, f)
+    os.replace(f"{path}.{os.getpid()}", path)
     return problem
 
 
@@ -126,7 +85,8 @@ def _reason(stderr):
     code = re.search(r"cuda\w*Error\w*|CUDNN_STATUS_\w+", text)
     if code:
         return code.group(0)
-    lines = [line.strip() for line in text.splitlines() if "rror" in line] or text.strip().splitlines() or ["?"]
+    lines = ([line.strip() for line in text.splitlines() if "rror" in line] or text.strip().splitlines()
+             or ["Jittor kept exiting without an error message"])
     return lines[-1][:200]
 
 
@@ -141,12 +101,14 @@ def prepare_environment():
     global cuda_problem
     os.environ.setdefault("log_silent", "1")
     forced = os.environ.get("nvcc_path")
-    if forced or ("nvcc_path" not in os.environ and cuda_usable()):
-        environment = cuda_build_environment(find_nvcc())
-        environment.update({k: os.environ[k] for k in environment if k in os.environ})  # the user's choices win
-        cuda_problem = cuda_build_problem(environment)
+    if forced or ("nvcc_path" not in os.environ and cuda_setup.cuda_usable()):
+        environment, cuda_problem = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())
+        if environment:
+            environment.update({k: os.environ[k] for k in cuda_setup.USER_SETTINGS if k in os.environ})
+            cuda_problem = cuda_build_problem(environment)
         if cuda_problem is None:
             os.environ.update(environment)
+            sys.path[:0] = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p not in sys.path]
         else:
             print(f"Jittor's CUDA build does not work here ({cuda_problem}): using the CPU", file=sys.stderr)
     if cuda_problem is not None or not os.environ.get("nvcc_path"):
@@ -172,8 +134,9 @@ def add_device_argument(parser):
 def use_device(choice):
     """Select CPU or GPU for everything Jittor computes from now on."""
     if choice == "1" and not jt.has_cuda:
+        nvcc = cuda_setup.find_nvcc() or "not found"
         why = (f"Jittor's CUDA build does not work here ({cuda_problem})" if cuda_problem else
-               f"Jittor has no usable CUDA here (no GPU, no CUDA runtime next to nvcc={find_nvcc() or 'not found'}, "
+               f"Jittor has no usable CUDA here (no GPU, no CUDA runtime next to nvcc={nvcc}, "
                "or nvcc_path was set empty)")
         raise UserError(f"--use_cuda 1: {why}; use --use_cuda 0")
     jt.flags.use_cuda = int(choice == "1" or (choice == "auto" and jt.has_cuda))

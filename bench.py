@@ -10,7 +10,8 @@ against ours, and their ratio, for
 - a video, file to file: the original's loop re-reads, resizes and encodes the style for
   every frame, one frame at a time; test_video.py encodes it once and batches frames;
   "network alone" is test_video.py's network on decoded frames (the rest is decoding,
-  encoding and muxing, done in the same thread);
+  encoding and muxing, done in the same thread); on a GPU also with --half (float16),
+  against the original in float32;
 - one training step (decoder and MCC module, Adam).
 Both frameworks get the same random weights (speed does not depend on their values) and
 inputs; they run in turns after a warm-up, so that both see the same drift in the load of
@@ -80,7 +81,7 @@ def original_video_loop(oracle, device, clip, style_path):
             transformer.array_to_image(out[0].cpu().numpy())
 
 
-def video_runs(oracle, weight_paths, device, folder, size):
+def video_runs(oracle, weight_paths, device, folder, size, half=False):
     width, height, frames = size
     clip, style = os.path.join(folder, "clip.mp4"), os.path.join(folder, "style.jpg")
     make_clip(clip, width, height, frames=frames)
@@ -88,7 +89,7 @@ def video_runs(oracle, weight_paths, device, folder, size):
     args = test_video.parse_args(["--content", clip, "--style", style, "--output", folder,
                                   "--vgg_path", weight_paths[0], "--decoder_path", weight_paths[1],
                                   "--transform_path", weight_paths[2]])
-    stylizer = test_video.Stylizer(test_video.load_models(args), args.alpha, None)
+    stylizer = test_video.Stylizer(test_video.load_models(args), args.alpha, None, half)
     with video.VideoReader(clip) as reader:
         decoded = [frame for frame, _ in reader.frames()]
 
@@ -150,11 +151,16 @@ def main():
             times = medians_in_turns(stylization_runs(oracle, models, args.device, (height, width)), args.repeat)
             rows.append((f"one image {width}×{height}, s", times["original"], times["ours"]))
         width, height, frames = settings["video"]
-        times = medians_in_turns(video_runs(oracle, weight_paths, args.device, folder, settings["video"]),
-                                 max(1, args.repeat // 2), warmup=1)
-        rows.append((f"video {width}×{height}, {frames} frames, file to file, s", times["original"], times["ours"]))
-        rows.append(("… test_video.py's network alone, on decoded frames, s", times["original"],
-                     times["model_alone"]))
+        per_second = {}
+        for half in (False, True) if args.device == "cuda" else (False,):
+            flag = ", --half" if half else ""
+            times = medians_in_turns(video_runs(oracle, weight_paths, args.device, folder, settings["video"], half),
+                                     max(1, args.repeat // 2), warmup=1)
+            rows.append((f"video {width}×{height}, {frames} frames, file to file{flag}, s", times["original"],
+                         times["ours"]))
+            rows.append((f"… test_video.py's network alone, on decoded frames{flag}, s", times["original"],
+                         times["model_alone"]))
+            per_second["--half" if half else "float32"] = frames / times["ours"]
         batch, crop = settings["train"]
         times = medians_in_turns(training_runs(0, weight_paths, args.device, batch, crop), args.repeat)
         rows.append((f"training step, batch {batch}, {crop}×{crop}, s", times["original"], times["ours"]))
@@ -163,6 +169,8 @@ def main():
     print("| measured | PyTorch, the original | Jittor, ours | ours / original |\n|---|---|---|---|")
     for name, original, ours in rows:
         print(f"| {name} | {original:.3f} | {ours:.3f} | {ours / original:.2f} |")
+    rates = ", ".join(f"{fps:.1f} frames/s ({name})" for name, fps in per_second.items())
+    print(f"\nvideo file to file, ours: {rates}")
 
 
 if __name__ == "__main__":

@@ -202,9 +202,17 @@ def load_models(vgg_path, decoder_path, mcc_path):
 
 # ---------------------------------------------------------------- inference
 
+def in_mcc_precision(feat, mcc_module):
+    """Encoder features in the MCC module's dtype: float32 when the encoder and decoder run in
+    float16 (test_video.py --half), because its channel statistics sum squares of features over
+    every position (32,400 of them in a 1080p frame's relu4_1), far beyond float16's 65504."""
+    return feat.cast(mcc_module.MCCN.fc.weight.dtype)
+
+
 def style_vectors(encoder, mcc_module, styles):
     """The MCC style vector of each style image; compute once, reuse for every frame."""
-    return [mcc_module.MCCN.style_vector(encode(encoder, s, RELU4_1)[-1]) for s in styles]
+    return [mcc_module.MCCN.style_vector(in_mcc_precision(encode(encoder, s, RELU4_1)[-1], mcc_module))
+            for s in styles]
 
 
 def stylize(encoder, decoder, mcc_module, content, vectors, alpha=1.0, interpolation_weights=None):
@@ -213,15 +221,16 @@ def stylize(encoder, decoder, mcc_module, content, vectors, alpha=1.0, interpola
     The original's `feat`, `alpha · Σ w_i mcc(c, s_i) + (1 − alpha) · mcc(c, c)` with w
     normalised to sum 1, computed as one MCC pass with the mixed vector; the content-content
     term only when alpha < 1. Returns the decoder output, unclamped, at 8 × the relu4_1
-    size (H rounded up to a multiple of 8): callers crop it back to H × W.
+    size (H rounded up to a multiple of 8): callers crop it back to H × W. The encoder and
+    decoder compute in the dtype of `content`, the MCC module in its own (`in_mcc_precision`).
     """
-    content_feat = encode(encoder, content, RELU4_1)[-1]
+    content_feat = in_mcc_precision(encode(encoder, content, RELU4_1)[-1], mcc_module)
     weights_ = interpolation_weights or [1.0] * len(vectors)
     vector = total(v * constant(w / sum(weights_), v) for w, v in zip(weights_, vectors))
     if alpha < 1:
         content_vector = mcc_module.MCCN.style_vector(content_feat)
         vector = vector * constant(alpha, vector) + content_vector * constant(1 - alpha, vector)
-    return decoder(mcc_module.MCCN.apply_style(content_feat, vector))
+    return decoder(mcc_module.MCCN.apply_style(content_feat, vector).cast(content.dtype))
 
 
 def style_transfer(encoder, decoder, mcc_module, content, styles, alpha=1.0, interpolation_weights=None):

@@ -70,6 +70,9 @@ def parse_args(argv=None):
     parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
                         help=f"refuse images and frames larger than this many pixels (default "
                              f"{transformer.MAX_PIXELS:,} = 4096²; memory grows with it, see README)")
+    parser.add_argument("--half", action="store_true",
+                        help="run the encoder and decoder in float16 (GPU only; the MCC module stays float32): "
+                             "faster, and differs from float32 by round-off (see README)")
     backend.add_device_argument(parser)
     return parser.parse_args(argv)
 
@@ -227,26 +230,34 @@ def load_models(args):
 # ---------------------------------------------------------------- stylization
 
 class Stylizer:
-    """The networks with one style group's vectors: frames in, stylized frames out (uint8 HWC)."""
+    """The networks with one style group's vectors: frames in, stylized frames out (uint8 HWC).
 
-    def __init__(self, models, alpha, interpolation_weights):
+    With `half` the encoder and decoder are converted to float16 and get float16 images.
+    """
+
+    def __init__(self, models, alpha, interpolation_weights, half=False):
         self.vgg, self.decoder, self.mcc = models
         self.alpha = alpha
         self.interpolation_weights = interpolation_weights
+        self.dtype = np.float16 if half else np.float32
+        if half:
+            self.vgg.float16()
+            self.decoder.float16()
         self.vectors = None
 
     def set_styles(self, style_arrays_):
         with jt.no_grad():
-            vectors = net.style_vectors(self.vgg, self.mcc, [jt.array(s[None]) for s in style_arrays_])
+            styles = [jt.array(s[None].astype(self.dtype)) for s in style_arrays_]
+            vectors = net.style_vectors(self.vgg, self.mcc, styles)
             self.vectors = [jt.array(v.numpy()) for v in vectors]  # computed once, reused for every frame
 
     def __call__(self, frames):
         """Frames of one size (HWC uint8) → stylized frames of that size."""
         height, width = frames[0].shape[:2]
-        batch = np.stack([transformer.image_to_array(f) for f in frames])
+        batch = np.stack([transformer.image_to_array(f) for f in frames]).astype(self.dtype)
         with jt.no_grad():
             out = net.stylize(self.vgg, self.decoder, self.mcc, jt.array(batch), self.vectors,
-                              self.alpha, self.interpolation_weights).numpy()
+                              self.alpha, self.interpolation_weights).float32().numpy()
         # The decoder answers at the size rounded up to a multiple of 8: crop to the input's.
         return [transformer.array_to_image(o[:, :height, :width]) for o in out]
 
@@ -348,12 +359,15 @@ def main(argv=None):
     args = parse_args(argv)
     check_args(args)
     backend.use_device(args.use_cuda)
+    if args.half and not jt.flags.use_cuda:
+        raise UserError("--half runs on the GPU only (Jittor has no fast float16 convolutions on the CPU); "
+                        "without it the CPU computes in float32")
     contents = kinds_of(media_files(args.content, args.content_dir, "content"), "content",
                         from_folder=bool(args.content_dir))
     groups, weights_ = style_groups(args)
     writable_folder(args.output, "output")
     outputs = plan_outputs(contents, groups, args)
-    stylizer = Stylizer(load_models(args), args.alpha, weights_)
+    stylizer = Stylizer(load_models(args), args.alpha, weights_, args.half)
     damaged = []
     for (content_path, kind), group in itertools.product(contents, groups):
         out_path = outputs[content_path, tuple(group)]

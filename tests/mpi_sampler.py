@@ -8,7 +8,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import backend  # noqa: E402,F401
 import jittor as jt  # noqa: E402
-import numpy as np  # noqa: E402
 
 import train  # noqa: E402
 

@@ -9,12 +9,13 @@ import pytest
 from PIL import Image
 
 import backend
+import cuda_setup
 from cli import UserError
 from conftest import REPO, run_script
 
 
 def test_cpu_machine_gets_a_cpu_build():
-    if backend.cuda_usable():
+    if cuda_setup.cuda_usable():
         pytest.skip("this machine has a usable CUDA: the CPU-only path is not the one taken here")
     assert os.environ["nvcc_path"] == ""
     assert not jt.has_cuda
@@ -50,32 +51,56 @@ CUDA_TOOLKIT = "/usr/local/cuda/bin/nvcc"
 
 @pytest.mark.skipif(not os.path.exists(CUDA_TOOLKIT), reason=f"no CUDA toolkit at {CUDA_TOOLKIT}: Jittor's CUDA "
                                                               "build cannot be compiled on this machine")
-@pytest.mark.skipif(backend.gpu_present(), reason="this machine has a GPU: its CUDA path is checked for real "
-                                                  "(tests/gpu_check.sh)")
-def test_cuda_build_compiles_with_our_flags_and_a_failing_cuda_falls_back(weight_files, tmp_path):
-    """Jittor's CUDA build against the local CUDA 13 toolkit (no GPU, no driver) with our flags.
+@pytest.mark.skipif(cuda_setup.gpu_present(), reason="this machine has a GPU: its CUDA path is checked for real "
+                                                     "(tests/gpu_check.sh)")
+def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weight_files, tmp_path):
+    """Jittor's CUDA build against the local CUDA 13 toolkit (no GPU, no driver), set up as on a GPU machine.
 
-    It must compile, and fail only when it starts the CUDA runtime (cudaErrorInsufficientDriver):
-    a compile error would be another reason. That failure, on a machine where CUDA is asked
-    for, is one line and the CPU (--use_cuda auto) or one error (--use_cuda 1).
+    A cuDNN 9 from pip (headers and libraries stand-ins: Jittor's core does not load them)
+    makes cuda_setup build its CUDA tree; Jittor is imported from its adapted copy.
+    Jittor's core must compile from that copy with our flags, and fail only when it starts the
+    CUDA runtime (cudaErrorInsufficientDriver): a compile error would be another reason. That
+    failure, on a machine where CUDA is asked for, is one line and the CPU (--use_cuda auto)
+    or one error (--use_cuda 1).
     """
     verdict = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
     if os.path.exists(verdict):
         os.unlink(verdict)  # probe again: the compiled build itself stays in Jittor's cache
+    # In Jittor's cache, to stay the same from run to run: Jittor recompiles its core when the tree changes.
+    site = os.path.join(cuda_setup.CACHE, "stand-in-cudnn9")
+    cudnn = os.path.join(site, "nvidia", "cudnn")
+    os.makedirs(os.path.join(cudnn, "include"), exist_ok=True)
+    os.makedirs(os.path.join(cudnn, "lib"), exist_ok=True)
+    with open(os.path.join(cudnn, "include", "cudnn_version.h"), "w") as f:
+        f.write("#define CUDNN_MAJOR 9\n#define CUDNN_MINOR 28\n#define CUDNN_PATCHLEVEL 0\n")
+    for name in ("libcudnn.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9"):
+        open(os.path.join(cudnn, "lib", name), "a").close()
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)).save(image)
     vgg, decoder, mcc = weight_files
     argv = ["--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc, "--content", image,
             "--style", image, "--output", tmp_path, "--content_size", "0"]
     # What a GPU machine with a broken driver looks like; none of the choices backend made for this process.
-    env = {k: v for k, v in os.environ.items() if k not in backend.cuda_build_environment(CUDA_TOOLKIT)}
-    env["nvcc_path"] = CUDA_TOOLKIT
+    env = {k: v for k, v in os.environ.items() if k not in cuda_setup.USER_SETTINGS}
+    env.update(nvcc_path=CUDA_TOOLKIT, PYTHONPATH=site)
     auto = run_script("test_video.py", *argv, env=env, timeout=2400)
+    required = run_script("test_video.py", *argv, "--use_cuda", "1", env=env, timeout=600)
     lines = [line for line in auto.stderr.splitlines() if line.startswith("Jittor's CUDA build")]
     assert auto.returncode == 0, auto.stderr[-2000:]
     assert lines == ["Jittor's CUDA build does not work here (cudaErrorInsufficientDriver): using the CPU"]
     assert (tmp_path / "photo_stylized_photo.jpg").exists()
-    required = run_script("test_video.py", *argv, "--use_cuda", "1", env=env, timeout=600)
     assert required.returncode == 1
     assert required.stderr.strip().splitlines()[-1] == (
         "error: --use_cuda 1: Jittor's CUDA build does not work here (cudaErrorInsufficientDriver); use --use_cuda 0")
+
+
+def test_without_cudnn_the_cuda_build_is_not_tried(tmp_path):
+    if not os.path.exists(CUDA_TOOLKIT) or cuda_setup.gpu_present() or cuda_setup.find_cudnn(CUDA_TOOLKIT):
+        pytest.skip(f"needs the CUDA toolkit at {CUDA_TOOLKIT}, no GPU and no cuDNN")
+    env = {k: v for k, v in os.environ.items() if k not in cuda_setup.USER_SETTINGS}
+    env.update(nvcc_path=CUDA_TOOLKIT, PYTHONPATH=str(tmp_path))  # no cuDNN from pip on this machine
+    result = subprocess.run([sys.executable, "-c", "import backend, jittor; print(jittor.has_cuda)"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.stdout == "False\n"
+    assert result.stderr.splitlines() == ["Jittor's CUDA build does not work here (no cuDNN found for CUDA 13.0: "
+                                          "`make setup` installs it where a GPU is present): using the CPU"]

@@ -412,3 +412,13 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(stylize, clips, full_disk, t
     assert code == 1 and len(lines) == 1
     assert "No space left on device" in lines[0] and "nothing was written" in lines[0]
     assert os.listdir(full_disk) == []
+
+
+def test_half_on_the_cpu_is_one_clear_line(stylize, clips, tmp_path):
+    out = tmp_path / "out"
+    code, lines = stylize("--content", clips["paths"]["main"], "--style", clips["style"], "--output", out,
+                          "--half", "--use_cuda", "0")
+    assert code == 1
+    assert lines == ["error: --half runs on the GPU only (Jittor has no fast float16 convolutions on the CPU); "
+                     "without it the CPU computes in float32"]
+    assert not out.exists() or list(out.iterdir()) == []

@@ -1,0 +1,172 @@
+"""cuda_setup.py: the CUDA tree and the copy of Jittor that make Jittor 1.3.11 find and accept
+today's cuDNN, checked with stand-in toolkits and cuDNNs (files with the real names and
+layout) and with Jittor's own search function."""
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import pytest
+from jittor.compile_extern import search_file
+
+import cuda_setup
+from conftest import REPO
+
+CUDNN9_LIBRARIES = ("libcudnn.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9", "libcudnn_graph.so.9")
+
+
+def write(path, text=""):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def fake_toolkit(folder, release):
+    """A CUDA toolkit as Jittor sees it: bin/nvcc that tells its release, the runtime, a header."""
+    nvcc = os.path.join(folder, "bin", "nvcc")
+    write(nvcc, f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.1'\n")
+    os.chmod(nvcc, 0o755)
+    write(os.path.join(folder, "lib64", "libcudart.so"))
+    write(os.path.join(folder, "include", "cuda_runtime.h"))
+    os.makedirs(os.path.join(folder, "targets", "x86_64-linux", "lib"))
+    return nvcc
+
+
+def fake_cudnn(include, lib, major, libraries):
+    write(os.path.join(include, "cudnn_version.h"),
+          f"#define CUDNN_MAJOR {major}\n#define CUDNN_MINOR 28\n#define CUDNN_PATCHLEVEL 0\n")
+    write(os.path.join(include, "cudnn.h"))
+    for name in libraries:
+        write(os.path.join(lib, name))
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """No cuDNN outside tmp_path, and our cache in tmp_path."""
+    monkeypatch.setattr(cuda_setup, "CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cuda_setup, "SYSTEM_CUDNN", [])
+    monkeypatch.setattr(cuda_setup, "pip_cudnn_folder", lambda: None)
+    return tmp_path
+
+
+def pip_cudnn(machine, monkeypatch):
+    """A cuDNN 9 installed by pip: nvidia/cudnn/{include,lib} in site-packages."""
+    folder = machine / "site-packages" / "nvidia" / "cudnn"
+    fake_cudnn(folder / "include", folder / "lib", 9, CUDNN9_LIBRARIES)
+    monkeypatch.setattr(cuda_setup, "pip_cudnn_folder", lambda: str(folder))
+    return str(folder)
+
+
+def test_pip_cudnn_is_found_by_its_import_name(tmp_path, monkeypatch):
+    folder = tmp_path / "nvidia" / "cudnn"  # a namespace package, as pip installs it (no __init__.py)
+    os.makedirs(folder / "lib")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cuda_setup.pip_cudnn_folder() == str(folder)
+
+
+def test_pip_cudnn_9_is_found_by_jittor_under_the_names_it_loads(machine, monkeypatch):
+    nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
+    cudnn = pip_cudnn(machine, monkeypatch)
+    environment, problem = cuda_setup.cuda_build_environment(nvcc)
+    assert problem is None
+    assert environment["cc_flags"] == cuda_setup.CUDA13_FLAGS and environment["use_cutt"] == "0"
+    assert environment["cache_name"] == "cuda13.0"
+    root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
+    assert root.startswith(cuda_setup.CACHE)
+    # What Jittor's compile_extern.setup_cuda_lib looks for, where it looks (cuda_include, cuda_lib from nvcc).
+    include, lib = os.path.join(root, "include"), os.path.join(root, "lib64")
+    assert os.path.realpath(search_file([include], "cudnn.h")) == os.path.join(cudnn, "include", "cudnn.h")
+    assert os.path.realpath(search_file([lib], "libcudnn.so")) == os.path.join(cudnn, "lib", "libcudnn.so.9")
+    for old_name, new_name in cuda_setup.CUDNN8_NAMES.items():
+        assert os.path.realpath(search_file([lib], old_name)) == os.path.join(cudnn, "lib", new_name)
+    # cuDNN 9 loads its other libraries by their own names from its folder ($ORIGIN): the tree has them.
+    assert os.path.realpath(os.path.join(lib, "libcudnn_graph.so.9")) == os.path.join(cudnn, "lib",
+                                                                                     "libcudnn_graph.so.9")
+    # The toolkit stays reachable: the runtime Jittor loads, the headers, its other folders, and nvcc itself.
+    assert os.path.realpath(os.path.join(lib, "libcudart.so")) == str(machine / "cuda-13.0" / "lib64" / "libcudart.so")
+    assert os.path.exists(os.path.join(include, "cuda_runtime.h"))
+    assert os.path.isdir(os.path.join(root, "targets", "x86_64-linux", "lib"))
+    version = subprocess.run([environment["nvcc_path"], "--version"], capture_output=True, text=True).stdout
+    assert "release 13.0" in version
+    assert cuda_setup.cuda_build_environment(nvcc)[0] == environment  # made once, then reused
+
+
+def test_cuda_builds_import_a_copy_of_jittor_without_cudnn_rnn_ops_and_with_float_accumulation(machine, monkeypatch):
+    nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
+    pip_cudnn(machine, monkeypatch)
+    environment, _ = cuda_setup.cuda_build_environment(nvcc)
+    copy = os.path.join(environment["PYTHONPATH"].split(os.pathsep)[0], "jittor")
+    cudnn_sources = []
+    for folder, _, files in os.walk(os.path.join(copy, "extern", "cuda", "cudnn")):
+        cudnn_sources += files
+    assert not [name for name in cudnn_sources if "rnn" in name]
+    convolutions = [name for name in cudnn_sources if name.startswith("cudnn_conv") and name.endswith("_op.cc")]
+    assert len(convolutions) == 6  # forward, backward to x and to w; 2-D and 3-D
+    original = str(importlib.metadata.distribution("jittor").locate_file("jittor"))
+    for name in convolutions:
+        with open(os.path.join(original, "extern", "cuda", "cudnn", "ops", name)) as f:
+            before = f.read()
+        with open(os.path.join(copy, "extern", "cuda", "cudnn", "ops", name)) as f:
+            after = f.read()
+        assert before.count(cuda_setup.HALF_ACCUMULATION) == 1, name  # the one place that sets the compute type
+        assert after == before.replace(cuda_setup.HALF_ACCUMULATION, cuda_setup.FLOAT_ACCUMULATION)
+    find_jittor = "import importlib.util; print(importlib.util.find_spec('jittor').origin)"
+    where = subprocess.run([sys.executable, "-c", find_jittor], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=environment["PYTHONPATH"]))
+    assert where.stdout.strip() == os.path.join(copy, "__init__.py")
+
+
+def test_pip_cudnn_replaces_a_cudnn_inside_the_toolkit(machine, monkeypatch):
+    home = str(machine / "cuda-13.0")
+    nvcc = fake_toolkit(home, "13.0")
+    fake_cudnn(os.path.join(home, "include"), os.path.join(home, "lib64"), 8, ["libcudnn.so.8", "libcudnn.so"])
+    cudnn = pip_cudnn(machine, monkeypatch)
+    environment, _ = cuda_setup.cuda_build_environment(nvcc)
+    root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
+    assert os.path.realpath(os.path.join(root, "include", "cudnn_version.h")) == os.path.join(cudnn, "include",
+                                                                                            "cudnn_version.h")
+    assert os.path.realpath(os.path.join(root, "lib64", "libcudnn.so")) == os.path.join(cudnn, "lib", "libcudnn.so.9")
+    assert not os.path.exists(os.path.join(root, "lib64", "libcudnn.so.8"))
+
+
+def test_cuda_12_with_a_cudnn_8_that_jittor_finds_uses_it_where_it_is(machine):
+    home = str(machine / "cuda-12.2")
+    nvcc = fake_toolkit(home, "12.2")
+    fake_cudnn(os.path.join(home, "include"), os.path.join(home, "lib64"), 8, ["libcudnn.so.8", "libcudnn.so"])
+    environment, problem = cuda_setup.cuda_build_environment(nvcc)
+    assert problem is None
+    assert environment.pop("PYTHONPATH").split(os.pathsep)[0] == cuda_setup.adapted_jittor()
+    assert environment == {"nvcc_path": nvcc, "cache_name": "cuda12.2", "use_cutlass": "0"}
+    assert os.listdir(cuda_setup.CACHE) == [os.path.basename(cuda_setup.adapted_jittor())]  # no CUDA tree
+
+
+def test_no_cudnn_is_a_reason_and_not_a_compile_error(machine):
+    nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
+    assert cuda_setup.cuda_build_environment(nvcc) == (
+        None, "no cuDNN found for CUDA 13.0: `make setup` installs it where a GPU is present")
+
+
+def test_make_setup_installs_the_cudnn_of_the_toolkit_where_there_is_a_gpu(machine, monkeypatch, capsys):
+    monkeypatch.setattr(cuda_setup, "gpu_present", lambda: True)
+    for release, expected in [("13.0", "requirements-cuda13.txt"), ("12.4", "requirements-cuda12.txt")]:
+        monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / release), release))
+        assert cuda_setup.requirements_file() == expected
+        with open(os.path.join(REPO, expected)) as f:
+            pins = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        assert pins == [f"nvidia-cudnn-cu{release.split('.')[0]}==9.28.0.42"]
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / "11.8"), "11.8"))
+    assert cuda_setup.requirements_file() is None
+    assert capsys.readouterr().err == ("CUDA 11.8: no cuDNN is installed for it (only for CUDA 12 and 13); "
+                                       "Jittor looks for its own\n")
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: None)
+    assert cuda_setup.requirements_file() is None
+    assert "A GPU but no CUDA toolkit" in capsys.readouterr().err
+    monkeypatch.setattr(cuda_setup, "gpu_present", lambda: False)
+    assert cuda_setup.requirements_file() is None
+
+
+def test_the_script_prints_nothing_on_a_machine_without_gpu():
+    if cuda_setup.gpu_present():
+        pytest.skip("this machine has a GPU")
+    result = subprocess.run([sys.executable, "cuda_setup.py"], cwd=REPO, capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
