@@ -2,8 +2,10 @@
 
 Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the PATH and
 then loads the CUDA runtime next to it. Here we look first:
-- no nvcc, no CUDA runtime beside it, or no GPU: nvcc is hidden from Jittor (the
-  `nvcc_path` environment variable, empty), a CPU build;
+- no GPU: nvcc is hidden from Jittor (the `nvcc_path` environment variable, empty), a CPU
+  build;
+- a GPU but no CUDA toolkit (nvcc and the CUDA runtime beside it): the same, and one line
+  saying so;
 - otherwise Jittor gets what its CUDA build needs on today's toolkits (`cuda_setup.py`:
   CUDA 13 flags, cuDNN from pip, cuDNN 9) and is first imported in a child process: if that
   fails (a compile error, an old driver: Jittor then aborts the process) we say why in one
@@ -101,7 +103,7 @@ def prepare_environment():
     global cuda_problem
     os.environ.setdefault("log_silent", "1")
     forced = os.environ.get("nvcc_path")
-    if forced or ("nvcc_path" not in os.environ and cuda_setup.cuda_usable()):
+    if forced or ("nvcc_path" not in os.environ and cuda_setup.gpu_present()):
         environment, cuda_problem = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())
         if environment:
             environment.update({k: os.environ[k] for k in cuda_setup.USER_SETTINGS if k in os.environ})
@@ -134,9 +136,8 @@ def add_device_argument(parser):
 def use_device(choice):
     """Select CPU or GPU for everything Jittor computes from now on."""
     if choice == "1" and not jt.has_cuda:
-        nvcc = cuda_setup.find_nvcc() or "not found"
         why = (f"Jittor's CUDA build does not work here ({cuda_problem})" if cuda_problem else
-               f"Jittor has no usable CUDA here (no GPU, no CUDA runtime next to nvcc={nvcc}, "
-               "or nvcc_path was set empty)")
+               "Jittor has no usable CUDA here ({})".format(
+                   "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"))
         raise UserError(f"--use_cuda 1: {why}; use --use_cuda 0")
     jt.flags.use_cuda = int(choice == "1" or (choice == "auto" and jt.has_cuda))

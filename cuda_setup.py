@@ -50,6 +50,9 @@ HALF_ACCUMULATION = "CUDNN_CROSS_CORRELATION, getDataType<Ty>()"
 FLOAT_ACCUMULATION = "CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT"
 LEFT_OUT = ("__pycache__", "cudnn_rnn*")  # files of Jittor that the adapted copy does not have
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda")
+JTCUDA = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
+NO_TOOLKIT = ("no CUDA toolkit (nvcc and the CUDA runtime beside it): install one, or run "
+              "`python -m jittor_utils.install_cuda` (Jittor's CUDA 12.2 and cuDNN 8, downloaded into Jittor's cache)")
 
 # A cuDNN installation: its header and library folders, its (major, minor, patch) version,
 # and whether Jittor would find it on its own.
@@ -57,10 +60,13 @@ Cudnn = namedtuple("Cudnn", "include lib version found_by_jittor")
 
 
 def find_nvcc():
-    """The nvcc that Jittor would pick, or None."""
+    """The nvcc that Jittor would pick, or None: the user's `nvcc_path`, else Jittor's own CUDA
+    (`python -m jittor_utils.install_cuda` puts one in Jittor's cache), else the PATH's, else
+    the usual places."""
     if os.environ.get("nvcc_path"):
         return os.environ["nvcc_path"]
-    candidates = [shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc"]
+    candidates = sorted(glob.glob(os.path.join(JTCUDA, "*", "bin", "nvcc")))[-1:] + [
+        shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc"]
     return next((c for c in candidates if c and os.path.isfile(c)), None)
 
 
@@ -77,12 +83,6 @@ def cuda_runtime_present(nvcc):
 
 def gpu_present():
     return bool(glob.glob("/dev/nvidia[0-9]*"))
-
-
-def cuda_usable():
-    """Whether Jittor can be a CUDA build here: nvcc, the CUDA runtime beside it, and a GPU."""
-    nvcc = find_nvcc()
-    return bool(nvcc) and cuda_runtime_present(nvcc) and gpu_present()
 
 
 def nvcc_version(nvcc):
@@ -206,12 +206,14 @@ def _publish(building, final):
 
 
 def cuda_build_environment(nvcc):
-    """The environment for Jittor's CUDA build with the toolkit of `nvcc`, or (None, why not).
+    """(The environment for Jittor's CUDA build with the toolkit of `nvcc`, None) or (None, why not).
 
     Its own Jittor cache; CUTLASS off (a download at first use, for attention ops only);
     CUDA 13's flags; cuDNN in a CUDA tree of ours where Jittor would not find it by itself;
     the adapted copy of Jittor first on PYTHONPATH.
     """
+    if not nvcc or not cuda_runtime_present(nvcc):
+        return None, NO_TOOLKIT
     major, minor = nvcc_version(nvcc)
     cudnn = find_cudnn(nvcc)
     if cudnn is None:
@@ -232,7 +234,7 @@ def requirements_file():
         return None
     nvcc = find_nvcc()
     if not nvcc or not cuda_runtime_present(nvcc):
-        print("A GPU but no CUDA toolkit (nvcc and its runtime): Jittor will use the CPU", file=sys.stderr)
+        print(f"A GPU but {NO_TOOLKIT}", file=sys.stderr)
         return None
     major, minor = nvcc_version(nvcc)
     if major not in SETUP_CUDA_MAJORS:

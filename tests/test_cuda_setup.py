@@ -140,6 +140,20 @@ def test_cuda_12_with_a_cudnn_8_that_jittor_finds_uses_it_where_it_is(machine):
     assert os.listdir(cuda_setup.CACHE) == [os.path.basename(cuda_setup.adapted_jittor())]  # no CUDA tree
 
 
+def test_jittors_own_cuda_comes_first_as_in_jittor(machine, monkeypatch):
+    monkeypatch.setattr(cuda_setup, "JTCUDA", str(machine / "jtcuda"))
+    monkeypatch.delenv("nvcc_path", raising=False)
+    nvcc = fake_toolkit(str(machine / "jtcuda" / "cuda12.2_cudnn8_linux"), "12.2")
+    assert cuda_setup.find_nvcc() == nvcc
+    monkeypatch.setenv("nvcc_path", "/opt/mine/bin/nvcc")
+    assert cuda_setup.find_nvcc() == "/opt/mine/bin/nvcc"
+
+
+def test_a_gpu_without_toolkit_is_a_reason(machine):
+    assert cuda_setup.cuda_build_environment(None) == (None, cuda_setup.NO_TOOLKIT)
+    assert cuda_setup.cuda_build_environment(str(machine / "nowhere" / "bin" / "nvcc")) == (None, cuda_setup.NO_TOOLKIT)
+
+
 def test_no_cudnn_is_a_reason_and_not_a_compile_error(machine):
     nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
     assert cuda_setup.cuda_build_environment(nvcc) == (
@@ -160,7 +174,7 @@ def test_make_setup_installs_the_cudnn_of_the_toolkit_where_there_is_a_gpu(machi
                                        "Jittor looks for its own\n")
     monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: None)
     assert cuda_setup.requirements_file() is None
-    assert "A GPU but no CUDA toolkit" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"A GPU but {cuda_setup.NO_TOOLKIT}\n"
     monkeypatch.setattr(cuda_setup, "gpu_present", lambda: False)
     assert cuda_setup.requirements_file() is None
 
