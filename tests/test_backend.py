@@ -12,6 +12,7 @@ import backend
 import cuda_setup
 from cli import UserError
 from conftest import REPO, run_script
+from test_cuda_setup import CUDNN9_LIBRARIES, fake_cudnn
 
 
 def test_cpu_machine_gets_a_cpu_build():
@@ -69,12 +70,7 @@ def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weigh
     # In Jittor's cache, to stay the same from run to run: Jittor recompiles its core when the tree changes.
     site = os.path.join(cuda_setup.CACHE, "stand-in-cudnn9")
     cudnn = os.path.join(site, "nvidia", "cudnn")
-    os.makedirs(os.path.join(cudnn, "include"), exist_ok=True)
-    os.makedirs(os.path.join(cudnn, "lib"), exist_ok=True)
-    with open(os.path.join(cudnn, "include", "cudnn_version.h"), "w") as f:
-        f.write("#define CUDNN_MAJOR 9\n#define CUDNN_MINOR 28\n#define CUDNN_PATCHLEVEL 0\n")
-    for name in ("libcudnn.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9"):
-        open(os.path.join(cudnn, "lib", name), "a").close()
+    fake_cudnn(os.path.join(cudnn, "include"), os.path.join(cudnn, "lib"), 9, CUDNN9_LIBRARIES)
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)).save(image)
     vgg, decoder, mcc = weight_files
