@@ -4,12 +4,12 @@ Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the
 then loads the CUDA runtime next to it. Here we look first:
 - no GPU: nvcc is hidden from Jittor (the `nvcc_path` environment variable, empty), a CPU
   build;
-- a GPU but no CUDA toolkit (nvcc and the CUDA runtime beside it): the same, and one line
-  saying so;
+- a GPU but no CUDA toolkit (nvcc and the CUDA runtime beside it): the same, and
+  `use_device` says why (one line for --use_cuda auto, the error for 1, nothing for 0);
 - otherwise Jittor gets what its CUDA build needs on today's toolkits (`cuda_setup.py`:
   CUDA 13 flags, cuDNN from pip, cuDNN 9) and is first imported in a child process: if that
-  fails (a compile error, an old driver: Jittor then aborts the process) we say why in one
-  line and use the CPU. The verdict is kept in Jittor's cache until that set-up, the
+  fails (a compile error, an old driver: Jittor then aborts the process) the CPU is used and
+  `use_device` says why. The verdict is kept in Jittor's cache until that set-up, the
   driver or Jittor changes.
 CPU and CUDA builds get separate Jittor caches (`cache_name`), so that switching between
 them does not recompile. A user can force either way by setting `nvcc_path` before
@@ -111,8 +111,6 @@ def prepare_environment():
         if cuda_problem is None:
             os.environ.update(environment)
             sys.path[:0] = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p not in sys.path]
-        else:
-            print(f"Jittor's CUDA build does not work here ({cuda_problem}): using the CPU", file=sys.stderr)
     if cuda_problem is not None or not os.environ.get("nvcc_path"):
         os.environ["nvcc_path"] = ""
         os.environ.setdefault("cache_name", "cpu")
@@ -134,7 +132,9 @@ def add_device_argument(parser):
 
 
 def use_device(choice):
-    """Select CPU or GPU for everything Jittor computes from now on."""
+    """Select CPU or GPU for everything Jittor computes from now on; say why a GPU goes unused."""
+    if choice == "auto" and cuda_problem:
+        print(f"Jittor's CUDA build does not work here ({cuda_problem}): using the CPU", file=sys.stderr)
     if choice == "1" and not jt.has_cuda:
         why = (f"Jittor's CUDA build does not work here ({cuda_problem})" if cuda_problem else
                "Jittor has no usable CUDA here ({})".format(

@@ -90,13 +90,18 @@ def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weigh
         "error: --use_cuda 1: Jittor's CUDA build does not work here (cudaErrorInsufficientDriver); use --use_cuda 0")
 
 
-def test_without_cudnn_the_cuda_build_is_not_tried(tmp_path):
+def test_without_cudnn_the_cuda_build_is_not_tried_and_the_device_choice_says_so(tmp_path):
     if not os.path.exists(CUDA_TOOLKIT) or cuda_setup.gpu_present() or cuda_setup.find_cudnn(CUDA_TOOLKIT):
         pytest.skip(f"needs the CUDA toolkit at {CUDA_TOOLKIT}, no GPU and no cuDNN")
     env = {k: v for k, v in os.environ.items() if k not in cuda_setup.USER_SETTINGS}
     env.update(nvcc_path=CUDA_TOOLKIT, PYTHONPATH=str(tmp_path))  # no cuDNN from pip on this machine
-    result = subprocess.run([sys.executable, "-c", "import backend, jittor; print(jittor.has_cuda)"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.stdout == "False\n"
-    assert result.stderr.splitlines() == ["Jittor's CUDA build does not work here (no cuDNN found for CUDA 13.0: "
-                                          "`make setup` installs it where a GPU is present): using the CPU"]
+    why = ("Jittor's CUDA build does not work here (no cuDNN found for CUDA 13.0: `make setup` installs it where "
+           "a GPU is present)")
+    expected = {"auto": [f"{why}: using the CPU"], "0": [], "1": [f"--use_cuda 1: {why}; use --use_cuda 0"]}
+    for choice, lines in expected.items():
+        script = ("import sys, backend, jittor\nprint(jittor.has_cuda)\ntry:\n"
+                  f"    backend.use_device({choice!r})\nexcept backend.UserError as error:\n    sys.exit(str(error))")
+        result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.stdout == "False\n"
+        assert result.stderr.splitlines() == lines, choice
