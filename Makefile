@@ -1,6 +1,7 @@
 # Two commands do everything: `make demo` (set up, fetch the published weights, stylize the
 # sample video) and `make test` (set up, run the test suite). The virtual environment is
-# made on first use; on a GPU machine it gets cuDNN too.
+# made on first use; on a GPU machine it gets cuDNN too (and CUDA 13 where no toolkit has what
+# Jittor needs).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,12 +10,14 @@ PY := $(VENV)/bin/python
 
 PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
-# On a machine with a GPU and a CUDA 12 or 13 toolkit, cuda_setup.py names the requirements
-# file with the cuDNN for it (Jittor's CUDA build needs cuDNN; see cuda_setup.py).
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-cuda12.txt requirements-cuda13.txt cuda_setup.py
+# On a machine with a GPU, cuda_setup.py names the requirements files with what Jittor's CUDA
+# build needs there: cuDNN for the CUDA toolkit, and CUDA 13 itself where no toolkit has all
+# it needs (see cuda_setup.py).
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-cuda12.txt requirements-cuda13.txt \
+		requirements-cuda13-toolkit.txt cuda_setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements-dev.txt
-	gpu_requirements=$$($(PY) cuda_setup.py) && if [ -n "$$gpu_requirements" ]; then $(PIP) -r $$gpu_requirements; fi
+	gpu_requirements=$$($(PY) cuda_setup.py) && for file in $$gpu_requirements; do $(PIP) -r $$file || exit 1; done
 	touch $@
 
 setup: $(VENV)/.installed

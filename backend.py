@@ -45,8 +45,8 @@ cuda_problem = None  # why Jittor's CUDA build could not be used here, when it w
 
 def _probe_key(environment):
     driver = ""
-    if os.path.exists("/proc/driver/nvidia/version"):
-        with open("/proc/driver/nvidia/version") as f:
+    if os.path.exists(cuda_setup.DRIVER_VERSION):
+        with open(cuda_setup.DRIVER_VERSION) as f:
             driver = f.readline().strip()
     return dict(environment, driver=driver, jittor=importlib.metadata.version("jittor"))
 

@@ -14,11 +14,15 @@ Jittor 1.3.11 predates CUDA 13 and cuDNN 9. Its CUDA build
   Jittor's cache (`adapted_jittor`) without those RNN ops (MCCNet has no RNN) and with
   float32 accumulation for float16 convolutions (cuDNN's "pseudo half" configuration, which
   PyTorch uses).
+Jittor's CUDA build also needs a toolkit with cuBLAS, cuRAND, cuFFT and cuSPARSE. Where a GPU
+has none (PyTorch's wheels bring no nvcc) or one without those libraries, and its driver runs
+CUDA 13, `make setup` installs CUDA 13 from pip (requirements-cuda13-toolkit.txt; CUDA 12's
+pip packages have no nvcc), and the CUDA tree joins it to cuDNN the same way.
 Nothing is written outside Jittor's cache and the virtual environment; a CUDA 12 toolkit
 with a cuDNN 8 that Jittor finds on its own is used as it is.
 
-Run as a script (by `make setup`) it prints the requirements file with the cuDNN for this
-machine's GPU and CUDA toolkit, or nothing. Standard library only.
+Run as a script (by `make setup`) it prints the requirements files with what this machine's
+GPU needs (cuDNN, and CUDA itself where needed), one per line, or nothing. Standard library only.
 """
 import glob
 import hashlib
@@ -39,20 +43,30 @@ CUDA13_FLAGS = "-DclockRate=multiProcessorCount -DcomputeMode=major"
 # Jittor's settings (environment variables) that cuda_build_environment chooses and a user may set instead.
 USER_SETTINGS = ("cache_name", "use_cutlass", "cc_flags", "use_cutt")
 SETUP_CUDA_MAJORS = (12, 13)  # the toolkits with a requirements-cuda<major>.txt
+# The libraries besides cuDNN that Jittor's CUDA build loads (header <name>.h, library lib<name>.so);
+# it stops without any of them.
+JITTOR_LIBRARIES = {"cublas": "cuBLAS", "curand": "cuRAND", "cufft": "cuFFT", "cusparse": "cuSPARSE"}
+PIP_TOOLKIT = "requirements-cuda13-toolkit.txt"  # CUDA 13 from pip: nvcc, the runtime and those libraries
+PIP_TOOLKIT_DRIVER = 580  # the oldest NVIDIA driver that runs CUDA 13
 # The cuDNN 8 libraries that Jittor loads, and the cuDNN 9 libraries that took their place.
 CUDNN8_NAMES = {"libcudnn_ops_infer.so": "libcudnn_ops.so.9", "libcudnn_ops_train.so": "libcudnn_ops.so.9",
                 "libcudnn_cnn_infer.so": "libcudnn_cnn.so.9", "libcudnn_cnn_train.so": "libcudnn_cnn.so.9"}
-# Where Jittor looks for cuDNN besides the toolkit's own folders: (headers, libraries).
-SYSTEM_CUDNN = [("/usr/include", "/usr/lib/x86_64-linux-gnu"), ("/usr/include", "/usr/lib")]
+# Where Jittor looks for cuDNN and CUDA's libraries besides the toolkit's own folders: (headers, libraries).
+SYSTEM_FOLDERS = [("/usr/include", "/usr/lib/x86_64-linux-gnu"), ("/usr/include", "/usr/lib")]
 # Jittor's cuDNN convolutions compute in their output's type; cuDNN accepts float for float16,
 # bfloat16 and float32 data (the only types they take).
 HALF_ACCUMULATION = "CUDNN_CROSS_CORRELATION, getDataType<Ty>()"
 FLOAT_ACCUMULATION = "CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT"
 LEFT_OUT = ("__pycache__", "cudnn_rnn*")  # files of Jittor that the adapted copy does not have
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda")
+USUAL_NVCC = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc")
+DRIVER_VERSION = "/proc/driver/nvidia/version"  # its first line names the NVIDIA driver's version
 JTCUDA = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
-NO_TOOLKIT = ("no CUDA toolkit (nvcc and the CUDA runtime beside it): install one, or run "
-              "`python -m jittor_utils.install_cuda` (Jittor's CUDA 12.2 and cuDNN 8, downloaded into Jittor's cache)")
+NO_TOOLKIT = "no CUDA toolkit (nvcc and the CUDA runtime beside it)"
+OTHER_TOOLKITS = ("install a CUDA 12 or 13 toolkit, or run `python -m jittor_utils.install_cuda` "
+                  "(Jittor's CUDA 12.2 and cuDNN 8, downloaded into Jittor's cache)")
+TOOLKIT_ADVICE = (f"`make setup` installs CUDA 13 from pip where the GPU's driver runs it ({PIP_TOOLKIT_DRIVER} "
+                  f"or newer); otherwise {OTHER_TOOLKITS}")
 
 # A cuDNN installation: its header and library folders, its (major, minor, patch) version,
 # and whether Jittor would find it on its own.
@@ -60,14 +74,16 @@ Cudnn = namedtuple("Cudnn", "include lib version found_by_jittor")
 
 
 def find_nvcc():
-    """The nvcc that Jittor would pick, or None: the user's `nvcc_path`, else Jittor's own CUDA
-    (`python -m jittor_utils.install_cuda` puts one in Jittor's cache), else the PATH's, else
-    the usual places."""
+    """The nvcc of the toolkit for Jittor's CUDA build, or None: the user's `nvcc_path`; else the
+    first toolkit that has all Jittor needs among Jittor's own CUDA (`python -m
+    jittor_utils.install_cuda` puts one in Jittor's cache), the PATH's, the usual places and
+    pip's (`make setup`), in Jittor's order; else the first toolkit found, to say what it lacks."""
     if os.environ.get("nvcc_path"):
         return os.environ["nvcc_path"]
     candidates = sorted(glob.glob(os.path.join(JTCUDA, "*", "bin", "nvcc")))[-1:] + [
-        shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc"]
-    return next((c for c in candidates if c and os.path.isfile(c)), None)
+        shutil.which("nvcc"), *USUAL_NVCC, pip_toolkit_nvcc()]
+    found = [c for c in candidates if c and os.path.isfile(c)]
+    return next((c for c in found if toolkit_problem(c) is None), found[0] if found else None)
 
 
 def toolkit_home(nvcc):
@@ -81,8 +97,45 @@ def cuda_runtime_present(nvcc):
     return any(glob.glob(p) for p in patterns)
 
 
+def libraries_lacking(nvcc):
+    """The names of the libraries in JITTOR_LIBRARIES that Jittor would not find for the toolkit of `nvcc`."""
+    home = toolkit_home(nvcc)
+    includes = [os.path.join(home, "include")] + glob.glob(os.path.join(home, "targets", "*", "include"))
+    libraries = [os.path.join(home, "lib64"), os.path.join(home, "lib")] + glob.glob(os.path.join(home, "targets",
+                                                                                                  "*", "lib"))
+    includes += [include for include, _ in SYSTEM_FOLDERS]
+    libraries += [lib for _, lib in SYSTEM_FOLDERS]
+
+    def found(folders, pattern):
+        return any(glob.glob(os.path.join(folder, pattern)) for folder in folders)
+    return [name for library, name in JITTOR_LIBRARIES.items()
+            if not (found(includes, f"{library}.h") and found(libraries, f"lib{library}.so*"))]
+
+
+def toolkit_problem(nvcc):
+    """None when the toolkit of `nvcc` has all Jittor's CUDA build needs besides cuDNN, else what it lacks."""
+    if not nvcc or not cuda_runtime_present(nvcc):
+        return NO_TOOLKIT
+    lacking = libraries_lacking(nvcc)
+    if lacking:
+        names = ", ".join(lacking[:-1]) + " and " + lacking[-1] if len(lacking) > 1 else lacking[0]
+        return "the CUDA {}.{} toolkit in {} lacks {}, which Jittor's CUDA build loads".format(
+            *nvcc_version(nvcc), toolkit_home(nvcc), names)
+    return None
+
+
 def gpu_present():
     return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def driver_version():
+    """The major version of the loaded NVIDIA driver (580 for 580.95.05), 0 when unknown."""
+    try:
+        with open(DRIVER_VERSION) as f:
+            match = re.search(r"\s(\d+)\.\d+(\.\d+)?\s", f.readline())
+    except OSError:
+        return 0
+    return int(match[1]) if match else 0
 
 
 def nvcc_version(nvcc):
@@ -106,13 +159,24 @@ def cudnn_version(include):
     return tuple(int(n[1]) for n in numbers) if all(numbers) else None
 
 
-def pip_cudnn_folder():
-    """The folder of the cuDNN that pip installed (package nvidia-cudnn-cu*), or None."""
+def _pip_folder(name):
+    """The folder of the package `name` that pip installed, or None."""
     try:
-        spec = importlib.util.find_spec("nvidia.cudnn")
+        spec = importlib.util.find_spec(name)
     except ImportError:
         return None
     return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations else None
+
+
+def pip_cudnn_folder():
+    """The folder of the cuDNN that pip installed (package nvidia-cudnn-cu*), or None."""
+    return _pip_folder("nvidia.cudnn")
+
+
+def pip_toolkit_nvcc():
+    """The nvcc of the CUDA 13 that pip installed (PIP_TOOLKIT: nvidia/cu13 in site-packages), or None."""
+    folder = _pip_folder("nvidia.cu13")
+    return os.path.join(folder, "bin", "nvcc") if folder else None
 
 
 def find_cudnn(nvcc):
@@ -123,7 +187,7 @@ def find_cudnn(nvcc):
         if cudnn_version(include):
             return Cudnn(include, lib, cudnn_version(include), False)
     home = toolkit_home(nvcc)
-    for include, lib in [(os.path.join(home, "include"), os.path.join(home, "lib64"))] + SYSTEM_CUDNN:
+    for include, lib in [(os.path.join(home, "include"), os.path.join(home, "lib64"))] + SYSTEM_FOLDERS:
         if cudnn_version(include) and glob.glob(os.path.join(lib, "libcudnn.so*")):
             return Cudnn(include, lib, cudnn_version(include), True)
     return None
@@ -133,10 +197,10 @@ def cuda_root(nvcc, cudnn):
     """A CUDA tree (made once, in Jittor's cache) where Jittor finds the toolkit of `nvcc` and `cudnn`.
 
     Its bin/nvcc runs the toolkit's (Jittor takes the tree from nvcc's real path, so it must be
-    a file, not a link); include/ and lib64/ hold links to the toolkit's entries and to
-    cuDNN's (cuDNN's first: it replaces any other cuDNN in the toolkit); every other entry
-    links to the toolkit's. cuDNN's libraries are also linked under their unversioned names
-    (what Jittor loads) and cuDNN 9's under the cuDNN 8 names.
+    a file, not a link); include/ and lib64/ hold links to the toolkit's entries (lib/'s for
+    pip's CUDA) and to cuDNN's (cuDNN's first: it replaces any other cuDNN in the toolkit);
+    every other entry links to the toolkit's. Libraries are also linked under their
+    unversioned names (what Jittor loads), cuDNN 9's also under the cuDNN 8 names.
     """
     home = toolkit_home(nvcc)
     version = ".".join(map(str, cudnn.version))
@@ -151,17 +215,17 @@ def cuda_root(nvcc, cudnn):
     for header in glob.glob(os.path.join(cudnn.include, "cudnn*.h")):
         _link(header, os.path.join(building, "include"))
     for library in glob.glob(os.path.join(cudnn.lib, "libcudnn*.so*")):
-        _link(library, os.path.join(building, "lib64"))
-        unversioned = re.sub(r"\.so\..*$", ".so", os.path.basename(library))
-        _link(library, os.path.join(building, "lib64"), unversioned)
+        _link_library(library, os.path.join(building, "lib64"))
     if cudnn.version[0] >= 9:
         for old_name, library in CUDNN8_NAMES.items():
             _link(os.path.join(cudnn.lib, library), os.path.join(building, "lib64"), old_name)
+    libraries = "lib64" if os.path.isdir(os.path.join(home, "lib64")) else "lib"  # pip's CUDA has lib/
     for entry in os.listdir(home):
-        if entry in ("include", "lib64"):
+        if entry in ("include", libraries):
+            tree_folder = os.path.join(building, "include" if entry == "include" else "lib64")
             for name in os.listdir(os.path.join(home, entry)):
                 if not name.startswith(("cudnn", "libcudnn")):
-                    _link(os.path.join(home, entry, name), os.path.join(building, entry))
+                    _link_library(os.path.join(home, entry, name), tree_folder)
         elif entry != "bin":
             _link(os.path.join(home, entry), building)
     with open(os.path.join(building, "bin", "nvcc"), "w") as f:
@@ -196,6 +260,14 @@ def _link(target, folder, name=None):
         os.symlink(target, link)
 
 
+def _link_library(target, folder):
+    """Link `target` into `folder`; a shared library also under its unversioned name (what Jittor
+    loads; pip's CUDA and cuDNN have only versioned names)."""
+    _link(target, folder)
+    unversioned = re.sub(r"^(lib.*\.so)\..*$", r"\1", os.path.basename(target))
+    _link(target, folder, unversioned)
+
+
 def _publish(building, final):
     """Move a finished folder to its final name; another process (an MPI rank) may have done it first."""
     try:
@@ -212,8 +284,9 @@ def cuda_build_environment(nvcc):
     CUDA 13's flags; cuDNN in a CUDA tree of ours where Jittor would not find it by itself;
     the adapted copy of Jittor first on PYTHONPATH.
     """
-    if not nvcc or not cuda_runtime_present(nvcc):
-        return None, NO_TOOLKIT
+    problem = toolkit_problem(nvcc)
+    if problem:
+        return None, f"{problem}: {TOOLKIT_ADVICE}"
     major, minor = nvcc_version(nvcc)
     cudnn = find_cudnn(nvcc)
     if cudnn is None:
@@ -228,25 +301,33 @@ def cuda_build_environment(nvcc):
     return environment, None
 
 
-def requirements_file():
-    """The requirements file with the cuDNN that this machine's GPU needs, or None (saying why on stderr)."""
+def requirements_files():
+    """The requirements files with what this machine's GPU needs, [] where nothing (saying why on stderr).
+
+    cuDNN for the toolkit Jittor will use; where no toolkit has all Jittor needs and the driver
+    runs CUDA 13, also CUDA 13 itself from pip (kept at its pin once it is the one in use).
+    """
     if not gpu_present():
-        return None
+        return []
     nvcc = find_nvcc()
-    if not nvcc or not cuda_runtime_present(nvcc):
-        print(f"A GPU but {NO_TOOLKIT}", file=sys.stderr)
-        return None
-    major, minor = nvcc_version(nvcc)
-    if major not in SETUP_CUDA_MAJORS:
-        print(f"CUDA {major}.{minor}: no cuDNN is installed for it (only for CUDA "
-              f"{' and '.join(map(str, SETUP_CUDA_MAJORS))}); Jittor looks for its own", file=sys.stderr)
-        return None
-    return f"requirements-cuda{major}.txt"
+    problem = toolkit_problem(nvcc)
+    if problem is None:
+        major, minor = nvcc_version(nvcc)
+        if major not in SETUP_CUDA_MAJORS:
+            print(f"CUDA {major}.{minor}: no cuDNN is installed for it (only for CUDA "
+                  f"{' and '.join(map(str, SETUP_CUDA_MAJORS))}); Jittor looks for its own", file=sys.stderr)
+            return []
+        return [f"requirements-cuda{major}.txt"] + ([PIP_TOOLKIT] if nvcc == pip_toolkit_nvcc() else [])
+    driver = driver_version()
+    if driver >= PIP_TOOLKIT_DRIVER:
+        return ["requirements-cuda13.txt", PIP_TOOLKIT]
+    print(f"A GPU but {problem}, and its driver ({driver or 'version unknown'}) is older than the "
+          f"{PIP_TOOLKIT_DRIVER} that CUDA 13 from pip needs: {OTHER_TOOLKITS}", file=sys.stderr)
+    return []
 
 
 def main():
-    requirements = requirements_file()
-    if requirements:
+    for requirements in requirements_files():
         print(requirements)
 
 

@@ -1,4 +1,5 @@
 """Jittor start-up: CPU build where CUDA cannot work, CUDA 13 builds, the fallback, device choice, quiet logging."""
+import glob
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import backend
 import cuda_setup
 from cli import UserError
 from conftest import REPO, run_script
-from test_cuda_setup import CUDNN9_LIBRARIES, fake_cudnn
+from test_cuda_setup import CUDNN9_LIBRARIES, PIP_CUDA13_LIBRARIES, fake_cudnn, write
 
 
 def test_cpu_machine_gets_a_cpu_build():
@@ -50,27 +51,54 @@ def test_import_is_quiet_and_needs_no_network():
 CUDA_TOOLKIT = "/usr/local/cuda/bin/nvcc"
 
 
+def stand_in_pip_cuda13(site):
+    """CUDA 13 laid out as pip installs it (nvidia/cu13 in `site`), made of the local toolkit: a
+    script running its nvcc (which then compiles with its own headers), links to its headers and
+    runtime under pip's names; the libraries that Jittor loads after its core has started, and
+    cuDNN 9, as stand-ins (empty files: without a GPU the core cannot start)."""
+    folder = os.path.join(site, "nvidia", "cu13")
+    home = cuda_setup.toolkit_home(CUDA_TOOLKIT)
+    for entry in ("bin", "include", "lib"):
+        os.makedirs(os.path.join(folder, entry), exist_ok=True)
+    nvcc = os.path.join(folder, "bin", "nvcc")
+    with open(nvcc, "w") as f:
+        f.write(f"#!/bin/sh\nexec {os.path.realpath(CUDA_TOOLKIT)} \"$@\"\n")
+    os.chmod(nvcc, 0o755)
+    for name in os.listdir(os.path.join(home, "include")):
+        if not os.path.lexists(os.path.join(folder, "include", name)):
+            os.symlink(os.path.join(home, "include", name), os.path.join(folder, "include", name))
+    for name in glob.glob(os.path.join(home, "lib64", "libcudart.so.*")):
+        if not os.path.lexists(os.path.join(folder, "lib", os.path.basename(name))):
+            os.symlink(name, os.path.join(folder, "lib", os.path.basename(name)))
+    for name in [name for name in PIP_CUDA13_LIBRARIES if not name.startswith("libcudart")]:
+        write(os.path.join(folder, "lib", name))
+    for name in cuda_setup.JITTOR_LIBRARIES:
+        write(os.path.join(folder, "include", f"{name}.h"))
+    cudnn = os.path.join(site, "nvidia", "cudnn")
+    fake_cudnn(os.path.join(cudnn, "include"), os.path.join(cudnn, "lib"), 9, CUDNN9_LIBRARIES)
+    return nvcc
+
+
 @pytest.mark.skipif(not os.path.exists(CUDA_TOOLKIT), reason=f"no CUDA toolkit at {CUDA_TOOLKIT}: Jittor's CUDA "
                                                               "build cannot be compiled on this machine")
 @pytest.mark.skipif(cuda_setup.gpu_present(), reason="this machine has a GPU: its CUDA path is checked for real "
                                                      "(tests/gpu_check.sh)")
 def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weight_files, tmp_path):
-    """Jittor's CUDA build against the local CUDA 13 toolkit (no GPU, no driver), set up as on a GPU machine.
+    """Jittor's CUDA build with CUDA 13 and cuDNN 9 from pip, set up as on a GPU machine (no GPU here).
 
-    A cuDNN 9 from pip (headers and libraries stand-ins: Jittor's core does not load them)
-    makes cuda_setup build its CUDA tree; Jittor is imported from its adapted copy.
-    Jittor's core must compile from that copy with our flags, and fail only when it starts the
-    CUDA runtime (cudaErrorInsufficientDriver): a compile error would be another reason. That
-    failure, on a machine where CUDA is asked for, is one line and the CPU (--use_cuda auto)
-    or one error (--use_cuda 1).
+    The pip packages are stand-ins made of the local CUDA 13 toolkit (stand_in_pip_cuda13);
+    cuda_setup joins them in its CUDA tree, and Jittor is imported from its adapted copy.
+    Jittor's core must compile with our flags and fail only when it starts the CUDA runtime
+    (cudaErrorInsufficientDriver): a compile error would be another reason. That failure, on
+    a machine where CUDA is asked for, is one line and the CPU (--use_cuda auto) or one error
+    (--use_cuda 1).
     """
     verdict = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
     if os.path.exists(verdict):
         os.unlink(verdict)  # probe again: the compiled build itself stays in Jittor's cache
     # In Jittor's cache, to stay the same from run to run: Jittor recompiles its core when the tree changes.
-    site = os.path.join(cuda_setup.CACHE, "stand-in-cudnn9")
-    cudnn = os.path.join(site, "nvidia", "cudnn")
-    fake_cudnn(os.path.join(cudnn, "include"), os.path.join(cudnn, "lib"), 9, CUDNN9_LIBRARIES)
+    site = os.path.join(cuda_setup.CACHE, "stand-in-site")
+    nvcc = stand_in_pip_cuda13(site)
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)).save(image)
     vgg, decoder, mcc = weight_files
@@ -78,7 +106,7 @@ def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weigh
             "--style", image, "--output", tmp_path, "--content_size", "0"]
     # What a GPU machine with a broken driver looks like; none of the choices backend made for this process.
     env = {k: v for k, v in os.environ.items() if k not in cuda_setup.USER_SETTINGS}
-    env.update(nvcc_path=CUDA_TOOLKIT, PYTHONPATH=site)
+    env.update(nvcc_path=nvcc, PYTHONPATH=site)
     auto = run_script("test_video.py", *argv, env=env, timeout=2400)
     required = run_script("test_video.py", *argv, "--use_cuda", "1", env=env, timeout=600)
     lines = [line for line in auto.stderr.splitlines() if line.startswith("Jittor's CUDA build")]
@@ -90,13 +118,16 @@ def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weigh
         "error: --use_cuda 1: Jittor's CUDA build does not work here (cudaErrorInsufficientDriver); use --use_cuda 0")
 
 
-def test_without_cudnn_the_cuda_build_is_not_tried_and_the_device_choice_says_so(tmp_path):
-    if not os.path.exists(CUDA_TOOLKIT) or cuda_setup.gpu_present() or cuda_setup.find_cudnn(CUDA_TOOLKIT):
-        pytest.skip(f"needs the CUDA toolkit at {CUDA_TOOLKIT}, no GPU and no cuDNN")
+def test_a_toolkit_without_jittors_libraries_is_not_tried_and_the_device_choice_says_so(tmp_path):
+    if not os.path.exists(CUDA_TOOLKIT) or cuda_setup.gpu_present():
+        pytest.skip(f"needs the CUDA toolkit at {CUDA_TOOLKIT} and no GPU")
+    if cuda_setup.libraries_lacking(CUDA_TOOLKIT) != list(cuda_setup.JITTOR_LIBRARIES.values()):
+        pytest.skip(f"the toolkit at {CUDA_TOOLKIT} has some of Jittor's libraries: this test needs one with none")
     env = {k: v for k, v in os.environ.items() if k not in cuda_setup.USER_SETTINGS}
-    env.update(nvcc_path=CUDA_TOOLKIT, PYTHONPATH=str(tmp_path))  # no cuDNN from pip on this machine
-    why = ("Jittor's CUDA build does not work here (no cuDNN found for CUDA 13.0: `make setup` installs it where "
-           "a GPU is present)")
+    env.update(nvcc_path=CUDA_TOOLKIT, PYTHONPATH=str(tmp_path))
+    why = ("Jittor's CUDA build does not work here (the CUDA 13.0 toolkit in {} lacks cuBLAS, cuRAND, cuFFT and "
+           "cuSPARSE, which Jittor's CUDA build loads: {})").format(cuda_setup.toolkit_home(CUDA_TOOLKIT),
+                                                                    cuda_setup.TOOLKIT_ADVICE)
     expected = {"auto": [f"{why}: using the CPU"], "0": [], "1": [f"--use_cuda 1: {why}; use --use_cuda 0"]}
     for choice, lines in expected.items():
         script = ("import sys, backend, jittor\nprint(jittor.has_cuda)\ntry:\n"

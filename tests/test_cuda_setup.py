@@ -21,14 +21,39 @@ def write(path, text=""):
         f.write(text)
 
 
-def fake_toolkit(folder, release):
-    """A CUDA toolkit as Jittor sees it: bin/nvcc that tells its release, the runtime, a header."""
+def fake_nvcc(folder, release):
     nvcc = os.path.join(folder, "bin", "nvcc")
     write(nvcc, f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.1'\n")
     os.chmod(nvcc, 0o755)
+    return nvcc
+
+
+def fake_toolkit(folder, release, libraries=True):
+    """A CUDA toolkit as Jittor sees it: bin/nvcc that tells its release, the runtime, a header,
+    and (unless told otherwise) the libraries Jittor loads."""
+    nvcc = fake_nvcc(folder, release)
     write(os.path.join(folder, "lib64", "libcudart.so"))
     write(os.path.join(folder, "include", "cuda_runtime.h"))
     os.makedirs(os.path.join(folder, "targets", "x86_64-linux", "lib"))
+    for name in cuda_setup.JITTOR_LIBRARIES if libraries else ():
+        write(os.path.join(folder, "include", f"{name}.h"))
+        write(os.path.join(folder, "lib64", f"lib{name}.so"))
+    return nvcc
+
+
+# CUDA 13 from pip (cuda-toolkit 13.0.2): nvidia/cu13 in site-packages, its libraries under versioned names only.
+PIP_CUDA13_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
+                        "libcufft.so.12", "libcusparse.so.12", "libnvrtc.so.13")
+
+
+def fake_pip_toolkit(site):
+    folder = os.path.join(site, "nvidia", "cu13")
+    nvcc = fake_nvcc(folder, "13.0")
+    for name in ("cuda_runtime.h",) + tuple(f"{name}.h" for name in cuda_setup.JITTOR_LIBRARIES):
+        write(os.path.join(folder, "include", name))
+    for name in PIP_CUDA13_LIBRARIES:
+        write(os.path.join(folder, "lib", name))
+    write(os.path.join(folder, "nvvm", "bin", "cicc"))
     return nvcc
 
 
@@ -42,10 +67,15 @@ def fake_cudnn(include, lib, major, libraries):
 
 @pytest.fixture
 def machine(tmp_path, monkeypatch):
-    """No cuDNN outside tmp_path, and our cache in tmp_path."""
+    """No CUDA and no cuDNN outside tmp_path, and our cache in tmp_path."""
     monkeypatch.setattr(cuda_setup, "CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cuda_setup, "SYSTEM_CUDNN", [])
+    monkeypatch.setattr(cuda_setup, "JTCUDA", str(tmp_path / "jtcuda"))
+    monkeypatch.setattr(cuda_setup, "SYSTEM_FOLDERS", [])
+    monkeypatch.setattr(cuda_setup, "USUAL_NVCC", ())
     monkeypatch.setattr(cuda_setup, "pip_cudnn_folder", lambda: None)
+    monkeypatch.setattr(cuda_setup, "pip_toolkit_nvcc", lambda: None)
+    monkeypatch.delenv("nvcc_path", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-nvcc"))  # the machine's nvcc, if any, is not on it
     return tmp_path
 
 
@@ -141,17 +171,60 @@ def test_cuda_12_with_a_cudnn_8_that_jittor_finds_uses_it_where_it_is(machine):
 
 
 def test_jittors_own_cuda_comes_first_as_in_jittor(machine, monkeypatch):
-    monkeypatch.setattr(cuda_setup, "JTCUDA", str(machine / "jtcuda"))
-    monkeypatch.delenv("nvcc_path", raising=False)
     nvcc = fake_toolkit(str(machine / "jtcuda" / "cuda12.2_cudnn8_linux"), "12.2")
+    monkeypatch.setenv("PATH", os.path.dirname(fake_toolkit(str(machine / "cuda-13.0"), "13.0")))
     assert cuda_setup.find_nvcc() == nvcc
     monkeypatch.setenv("nvcc_path", "/opt/mine/bin/nvcc")
     assert cuda_setup.find_nvcc() == "/opt/mine/bin/nvcc"
 
 
+def test_pip_cuda_13_is_joined_with_pip_cudnn_under_the_names_jittor_loads(machine, monkeypatch):
+    nvcc = fake_pip_toolkit(str(machine / "site-packages"))
+    monkeypatch.setattr(cuda_setup, "pip_toolkit_nvcc", lambda: nvcc)
+    cudnn = pip_cudnn(machine, monkeypatch)
+    assert cuda_setup.find_nvcc() == nvcc
+    environment, problem = cuda_setup.cuda_build_environment(nvcc)
+    assert problem is None
+    root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
+    include, lib = os.path.join(root, "include"), os.path.join(root, "lib64")
+    pip_lib = os.path.join(os.path.dirname(os.path.dirname(nvcc)), "lib")
+    # Jittor loads cuda_lib/libcudart.so itself, and searches the others as setup_cuda_lib does.
+    assert os.path.realpath(os.path.join(lib, "libcudart.so")) == os.path.join(pip_lib, "libcudart.so.13")
+    for name in cuda_setup.JITTOR_LIBRARIES:
+        assert os.path.exists(search_file([include], f"{name}.h"))
+        assert os.path.realpath(search_file([lib], f"lib{name}.so")).startswith(os.path.join(pip_lib, f"lib{name}.so."))
+    assert os.path.realpath(search_file([lib], "libcublasLt.so", (13, 0, 88))) == os.path.join(pip_lib,
+                                                                                             "libcublasLt.so.13")
+    assert os.path.realpath(search_file([lib], "libcudnn.so")) == os.path.join(cudnn, "lib", "libcudnn.so.9")
+    assert os.path.exists(os.path.join(lib, "libnvrtc.so.13"))  # cuDNN 9 opens NVRTC from its own folder
+    assert os.path.isdir(os.path.join(root, "nvvm", "bin"))
+
+
+def test_the_first_toolkit_with_all_jittor_needs_is_used_and_an_incomplete_one_says_what_it_lacks(machine,
+                                                                                               monkeypatch):
+    incomplete = fake_toolkit(str(machine / "cuda-13.0"), "13.0", libraries=False)
+    monkeypatch.setenv("PATH", os.path.dirname(incomplete))
+    pip_cudnn(machine, monkeypatch)
+    assert cuda_setup.find_nvcc() == incomplete
+    assert cuda_setup.cuda_build_environment(incomplete) == (None, (
+        f"the CUDA 13.0 toolkit in {machine / 'cuda-13.0'} lacks cuBLAS, cuRAND, cuFFT and cuSPARSE, which "
+        f"Jittor's CUDA build loads: {cuda_setup.TOOLKIT_ADVICE}"))
+    # A header without its library is not enough either, nor a library without header.
+    home = machine / "cuda-13.0"
+    write(os.path.join(home, "include", "cublas.h"))
+    write(os.path.join(home, "lib64", "libcurand.so.10"))
+    write(os.path.join(home, "lib64", "libcufft.so"))
+    write(os.path.join(home, "targets", "x86_64-linux", "include", "cufft.h"))
+    assert cuda_setup.libraries_lacking(incomplete) == ["cuBLAS", "cuRAND", "cuSPARSE"]
+    pip_nvcc = fake_pip_toolkit(str(machine / "site-packages"))
+    monkeypatch.setattr(cuda_setup, "pip_toolkit_nvcc", lambda: pip_nvcc)
+    assert cuda_setup.find_nvcc() == pip_nvcc
+
+
 def test_a_gpu_without_toolkit_is_a_reason(machine):
-    assert cuda_setup.cuda_build_environment(None) == (None, cuda_setup.NO_TOOLKIT)
-    assert cuda_setup.cuda_build_environment(str(machine / "nowhere" / "bin" / "nvcc")) == (None, cuda_setup.NO_TOOLKIT)
+    reason = (None, f"{cuda_setup.NO_TOOLKIT}: {cuda_setup.TOOLKIT_ADVICE}")
+    assert cuda_setup.cuda_build_environment(None) == reason
+    assert cuda_setup.cuda_build_environment(str(machine / "nowhere" / "bin" / "nvcc")) == reason
 
 
 def test_no_cudnn_is_a_reason_and_not_a_compile_error(machine):
@@ -160,23 +233,64 @@ def test_no_cudnn_is_a_reason_and_not_a_compile_error(machine):
         None, "no cuDNN found for CUDA 13.0: `make setup` installs it where a GPU is present")
 
 
-def test_make_setup_installs_the_cudnn_of_the_toolkit_where_there_is_a_gpu(machine, monkeypatch, capsys):
+def pins(requirements):
+    with open(os.path.join(REPO, requirements)) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("driver_line, version", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.183.01  Sun May 12 19:39:15 UTC 2024", 535),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  "
+     "(dvs-builder@U16-I3-B03-4-3)  Tue Sep 23 09:55:41 UTC 2025", 580),
+    ("something else", 0)])
+def test_the_driver_version_is_read_from_the_kernel_module(tmp_path, monkeypatch, driver_line, version):
+    write(str(tmp_path / "version"), driver_line + "\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    monkeypatch.setattr(cuda_setup, "DRIVER_VERSION", str(tmp_path / "version"))
+    assert cuda_setup.driver_version() == version
+    monkeypatch.setattr(cuda_setup, "DRIVER_VERSION", str(tmp_path / "absent"))
+    assert cuda_setup.driver_version() == 0
+
+
+def test_make_setup_installs_what_the_gpu_needs(machine, monkeypatch, capsys):
     monkeypatch.setattr(cuda_setup, "gpu_present", lambda: True)
-    for release, expected in [("13.0", "requirements-cuda13.txt"), ("12.4", "requirements-cuda12.txt")]:
+    monkeypatch.setattr(cuda_setup, "driver_version", lambda: 580)
+    for release in ("13.0", "12.4"):  # a toolkit with all Jittor needs: the cuDNN for it
         monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / release), release))
-        assert cuda_setup.requirements_file() == expected
-        with open(os.path.join(REPO, expected)) as f:
-            pins = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        assert pins == [f"nvidia-cudnn-cu{release.split('.')[0]}==9.28.0.42"]
+        major = release.split(".")[0]
+        assert cuda_setup.requirements_files() == [f"requirements-cuda{major}.txt"]
+        assert pins(f"requirements-cuda{major}.txt") == [f"nvidia-cudnn-cu{major}==9.28.0.42"]
+    assert pins(cuda_setup.PIP_TOOLKIT) == [
+        "cuda-toolkit[nvcc,cudart,crt,nvvm,cccl,cublas,curand,cufft,cusparse]==13.0.2"]
+    both = ["requirements-cuda13.txt", cuda_setup.PIP_TOOLKIT]
+    # No toolkit, or one without Jittor's libraries, and a driver for CUDA 13: CUDA 13 from pip too.
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: None)
+    assert cuda_setup.requirements_files() == both
+    incomplete = fake_toolkit(str(machine / "12.8"), "12.8", libraries=False)
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: incomplete)
+    assert cuda_setup.requirements_files() == both
+    # pip's CUDA 13 in use: kept at its pin.
+    pip_nvcc = fake_pip_toolkit(str(machine / "site-packages"))
+    monkeypatch.setattr(cuda_setup, "pip_toolkit_nvcc", lambda: pip_nvcc)
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: pip_nvcc)
+    assert cuda_setup.requirements_files() == both
+    assert capsys.readouterr().err == ""
+    # An older driver: nothing pip has would run.
+    monkeypatch.setattr(cuda_setup, "driver_version", lambda: 535)
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: incomplete)
+    assert cuda_setup.requirements_files() == []
+    assert capsys.readouterr().err == (
+        f"A GPU but the CUDA 12.8 toolkit in {machine / '12.8'} lacks cuBLAS, cuRAND, cuFFT and cuSPARSE, which "
+        f"Jittor's CUDA build loads, and its driver (535) is older than the 580 that CUDA 13 from pip needs: "
+        f"{cuda_setup.OTHER_TOOLKITS}\n")
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: None)
+    assert cuda_setup.requirements_files() == []
+    assert capsys.readouterr().err.startswith(f"A GPU but {cuda_setup.NO_TOOLKIT}, and its driver (535) is older")
     monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / "11.8"), "11.8"))
-    assert cuda_setup.requirements_file() is None
+    assert cuda_setup.requirements_files() == []
     assert capsys.readouterr().err == ("CUDA 11.8: no cuDNN is installed for it (only for CUDA 12 and 13); "
                                        "Jittor looks for its own\n")
-    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: None)
-    assert cuda_setup.requirements_file() is None
-    assert capsys.readouterr().err == f"A GPU but {cuda_setup.NO_TOOLKIT}\n"
     monkeypatch.setattr(cuda_setup, "gpu_present", lambda: False)
-    assert cuda_setup.requirements_file() is None
+    assert cuda_setup.requirements_files() == []
 
 
 def test_the_script_prints_nothing_on_a_machine_without_gpu():
