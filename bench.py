@@ -2,6 +2,7 @@
 
     python bench.py                  # the CPU (about 6 minutes on 2 cores)
     python bench.py --device cuda    # a GPU, if both frameworks have CUDA
+    python bench.py --profile        # where the time of one stylization goes (add --device cuda)
 
 Prints one markdown table of median seconds: PyTorch running the original's procedure
 against ours, and their ratio, for
@@ -13,12 +14,17 @@ against ours, and their ratio, for
   encoding and muxing, done in the same thread); on a GPU also with --half (float16),
   against the original in float32;
 - one training step (decoder and MCC module, Adam).
+With --profile it prints instead, for one stylization at the first image size: each
+convolution of the encoder (to relu4_1) and the decoder timed alone in both frameworks, and
+Jittor's time by kind of operation from its own profiler.
 Both frameworks get the same random weights (speed does not depend on their values) and
 inputs; they run in turns after a warm-up, so that both see the same drift in the load of
 a shared machine. Needs PyTorch (requirements-dev.txt).
 """
 import argparse
+import collections
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -124,6 +130,102 @@ def training_runs(oracle_seed, weight_paths, device, batch, crop):
                 ours=lambda: train.train_step(network, optimizer, jcontent, jstyle, noise, 3.0, 10.0))
 
 
+def convolution_runs(oracle, models, device, size):
+    """Each convolution of a stylization at `size` alone (the encoder to relu4_1, the decoder), in both
+    frameworks, on an input of the shape it gets there: {layer name: (original, ours)}."""
+    rng = np.random.default_rng(0)
+    parts = [("encoder", oracle[0][:net.ENCODER_SLICES[net.RELU4_1 - 1][1]], models[0], (1, 3, *size)),
+             ("decoder", oracle[1], models[1], (1, 512, -(-size[0] // 8), -(-size[1] // 8)))]
+    runs = {}
+    for part, torch_layers, jittor_layers, shape in parts:
+        x = torch.from_numpy(rng.random(shape, dtype=np.float32)).to(device)
+        for index, layer in enumerate(torch_layers):
+            if isinstance(layer, torch.nn.Conv2d):
+                name = f"{part} {index}: {layer.in_channels}→{layer.out_channels}, {x.shape[2]}×{x.shape[3]} in"
+                runs[name] = _convolution_pair(layer, jittor_layers[index], x.detach().cpu().numpy(), device)
+            with torch.no_grad():
+                x = layer(x)
+    return runs
+
+
+def _convolution_pair(torch_layer, jittor_layer, array, device):
+    torch_input, jittor_input = torch.from_numpy(array).to(device), jt.array(array)
+
+    def original():
+        with torch.no_grad():
+            torch_layer(torch_input)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def ours():
+        with jt.no_grad():
+            jittor_layer(jittor_input).sync()
+        jt.sync_all(True)
+    return dict(original=original, ours=ours)
+
+
+def op_kind(name):
+    """A short name for the kind of a Jittor profiler entry: `cudnn_conv`, or the ops that one fused kernel runs."""
+    fused = re.findall(r"opkey\d+:(\w+)", name)
+    return "+".join(sorted(set(fused))) if fused else name.split("«")[0]
+
+
+def jittor_time_by_op(models, size, repeat):
+    """Share of Jittor's time in one stylization at `size` by kind of op (its profiler), largest first."""
+    rng = np.random.default_rng(0)
+    content, style = (jt.array(a) for a in rng.random((2, 1, 3, *size), dtype=np.float32))
+    with jt.no_grad():
+        net.style_transfer(*models, content, [style]).sync()
+        with jt.profile_scope(warmup=2, rerun=repeat) as report:
+            net.style_transfer(*models, content, [style]).sync()
+    header, rows = report[0], report[1:]
+    totals = collections.Counter()
+    for row in rows:
+        totals[op_kind(row[0])] += float(row[header.index("TotalTime")])
+    return [(kind, time / sum(totals.values())) for kind, time in totals.most_common()]
+
+
+def print_profile(oracle, models, device, size, repeat):
+    print("| convolution alone (encoder, decoder) | PyTorch, ms | Jittor, ms | ours / original |\n|---|---|---|---|")
+    sums = [0.0, 0.0]
+    for name, runs in convolution_runs(oracle, models, device, size).items():
+        times = medians_in_turns(runs, repeat)
+        sums = [sums[0] + times["original"], sums[1] + times["ours"]]
+        print(f"| {name} | {times['original'] * 1e3:.3f} | {times['ours'] * 1e3:.3f} | "
+              f"{times['ours'] / times['original']:.2f} |")
+    print(f"| all of them | {sums[0] * 1e3:.3f} | {sums[1] * 1e3:.3f} | {sums[1] / sums[0]:.2f} |")
+    print(f"\n| Jittor, one stylization {size[1]}×{size[0]}, by kind of op (its profiler) | share |\n|---|---|")
+    for kind, share in jittor_time_by_op(models, size, repeat):
+        if share >= 0.005:
+            print(f"| {kind[:100]} | {share:.1%} |")
+
+
+def print_speed_table(oracle, models, weight_paths, device, settings, repeat, folder):
+    rows = []
+    for height, width in settings["images"]:
+        times = medians_in_turns(stylization_runs(oracle, models, device, (height, width)), repeat)
+        rows.append((f"one image {width}×{height}, s", times["original"], times["ours"]))
+    width, height, frames = settings["video"]
+    per_second = {}
+    for half in (False, True) if device == "cuda" else (False,):
+        flag = ", --half" if half else ""
+        times = medians_in_turns(video_runs(oracle, weight_paths, device, folder, settings["video"], half),
+                                 max(1, repeat // 2), warmup=1)
+        rows.append((f"video {width}×{height}, {frames} frames, file to file{flag}, s", times["original"],
+                     times["ours"]))
+        rows.append((f"… test_video.py's network alone, on decoded frames{flag}, s", times["original"],
+                     times["model_alone"]))
+        per_second["--half" if half else "float32"] = frames / times["ours"]
+    batch, crop = settings["train"]
+    times = medians_in_turns(training_runs(0, weight_paths, device, batch, crop), repeat)
+    rows.append((f"training step, batch {batch}, {crop}×{crop}, s", times["original"], times["ours"]))
+    print("| measured | PyTorch, the original | Jittor, ours | ours / original |\n|---|---|---|---|")
+    for name, original, ours in rows:
+        print(f"| {name} | {original:.3f} | {ours:.3f} | {ours / original:.2f} |")
+    rates = ", ".join(f"{fps:.1f} frames/s ({name})" for name, fps in per_second.items())
+    print(f"\nvideo file to file, ours: {rates}")
+
+
 def machine(device):
     if device == "cuda":
         return torch.cuda.get_device_name()
@@ -136,41 +238,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both frameworks run")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each case (after 2 warm-up runs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table: each convolution alone in both frameworks, and Jittor's "
+                             "time by kind of op, for one stylization at the first image size")
     args = parser.parse_args()
     backend.use_device("1" if args.device == "cuda" else "0")
     torch.set_num_threads(os.cpu_count())
     settings = SETTINGS[args.device]
     oracle = [m.to(args.device) for m in tm.seeded_weights(seed=0)]
-    rows = []
+    print(f"{machine(args.device)}; Jittor {jt.__version__}, PyTorch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)\n")
     with tempfile.TemporaryDirectory() as folder:
         weight_paths = [os.path.join(folder, name) for name in ("vgg.pth", "decoder.pth", "mcc.pth")]
         for model, path in zip(tm.seeded_weights(seed=0), weight_paths):
             torch.save(model.state_dict(), path)
         models = net.load_models(*weight_paths)
-        for height, width in settings["images"]:
-            times = medians_in_turns(stylization_runs(oracle, models, args.device, (height, width)), args.repeat)
-            rows.append((f"one image {width}×{height}, s", times["original"], times["ours"]))
-        width, height, frames = settings["video"]
-        per_second = {}
-        for half in (False, True) if args.device == "cuda" else (False,):
-            flag = ", --half" if half else ""
-            times = medians_in_turns(video_runs(oracle, weight_paths, args.device, folder, settings["video"], half),
-                                     max(1, args.repeat // 2), warmup=1)
-            rows.append((f"video {width}×{height}, {frames} frames, file to file{flag}, s", times["original"],
-                         times["ours"]))
-            rows.append((f"… test_video.py's network alone, on decoded frames{flag}, s", times["original"],
-                         times["model_alone"]))
-            per_second["--half" if half else "float32"] = frames / times["ours"]
-        batch, crop = settings["train"]
-        times = medians_in_turns(training_runs(0, weight_paths, args.device, batch, crop), args.repeat)
-        rows.append((f"training step, batch {batch}, {crop}×{crop}, s", times["original"], times["ours"]))
-    print(f"{machine(args.device)}; Jittor {jt.__version__}, PyTorch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)\n")
-    print("| measured | PyTorch, the original | Jittor, ours | ours / original |\n|---|---|---|---|")
-    for name, original, ours in rows:
-        print(f"| {name} | {original:.3f} | {ours:.3f} | {ours / original:.2f} |")
-    rates = ", ".join(f"{fps:.1f} frames/s ({name})" for name, fps in per_second.items())
-    print(f"\nvideo file to file, ours: {rates}")
+        if args.profile:
+            print_profile(oracle, models, args.device, settings["images"][0], args.repeat)
+        else:
+            print_speed_table(oracle, models, weight_paths, args.device, settings, args.repeat, folder)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 #!/bin/bash
-# The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench;
+# The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, profile;
 # all by default, or some per call to stay within a call's 10 minutes): Jittor's CUDA build set up by
 # cuda_setup.py alone (no file outside Jittor's cache touched), the parity tests with Jittor
-# on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark.
+# on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark;
+# `profile` shows where the time goes (each convolution alone in both frameworks, Jittor's time
+# by kind of op) with TF32 allowed, without it, and with Jittor's use_tensorcore flag.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
 # package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 60 MiB of
 # the 64 allowed), made on a machine with the index:
@@ -36,6 +38,13 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
     bench)
         echo "speed, both frameworks' defaults (TF32 allowed): what a user gets"
         timeout 540 python3 bench.py --device cuda --repeat 3 ;;
-    *) echo "unknown step $step (setup, parity, bench)"; exit 1 ;;
+    profile)
+        echo "profile, both frameworks' defaults (TF32 allowed)"
+        timeout 300 python3 bench.py --device cuda --profile
+        echo "profile, NVIDIA_TF32_OVERRIDE=0 (float32)"
+        NVIDIA_TF32_OVERRIDE=0 timeout 300 python3 bench.py --device cuda --profile
+        echo "profile, use_tensorcore=1 (Jittor asks cuDNN for tensor-op math on every convolution)"
+        use_tensorcore=1 timeout 300 python3 bench.py --device cuda --profile ;;
+    *) echo "unknown step $step (setup, parity, bench, profile)"; exit 1 ;;
     esac
 done
