@@ -4,7 +4,8 @@
 # cuda_setup.py alone (no file outside Jittor's cache touched), the parity tests with Jittor
 # on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark;
 # `profile` shows where the time goes (each convolution alone in both frameworks, Jittor's time
-# by kind of op) with TF32 allowed, without it, and with Jittor's use_tensorcore flag.
+# by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag, and with
+# PyTorch on cuDNN's legacy API.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
 # package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 60 MiB of
 # the 64 allowed), made on a machine with the index:
@@ -44,7 +45,11 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
         echo "profile, NVIDIA_TF32_OVERRIDE=0 (float32)"
         NVIDIA_TF32_OVERRIDE=0 timeout 300 python3 bench.py --device cuda --profile
         echo "profile, use_tensorcore=1 (Jittor asks cuDNN for tensor-op math on every convolution)"
-        use_tensorcore=1 timeout 300 python3 bench.py --device cuda --profile ;;
+        use_tensorcore=1 timeout 300 python3 bench.py --device cuda --profile
+        # Jittor calls cuDNN's legacy API; PyTorch, the v8 (graph) API, unless told otherwise: if PyTorch's
+        # convolutions slow to Jittor's with the legacy API, that API is the limit.
+        echo "profile, TORCH_CUDNN_V8_API_DISABLED=1 (PyTorch on cuDNN's legacy API too)"
+        TORCH_CUDNN_V8_API_DISABLED=1 timeout 300 python3 bench.py --device cuda --profile ;;
     *) echo "unknown step $step (setup, parity, bench, profile)"; exit 1 ;;
     esac
 done

@@ -41,7 +41,7 @@ def fake_toolkit(folder, release, libraries=True):
     return nvcc
 
 
-# CUDA 13 from pip (cuda-toolkit 13.0.2): nvidia/cu13 in site-packages, its libraries under versioned names only.
+# CUDA 13 from pip (cuda-toolkit 13.0.3): nvidia/cu13 in site-packages, its libraries under versioned names only.
 PIP_CUDA13_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
                         "libcufft.so.12", "libcusparse.so.12", "libnvrtc.so.13")
 
@@ -258,9 +258,9 @@ def test_make_setup_installs_what_the_gpu_needs(machine, monkeypatch, capsys):
         monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / release), release))
         major = release.split(".")[0]
         assert cuda_setup.requirements_files() == [f"requirements-cuda{major}.txt"]
-        assert pins(f"requirements-cuda{major}.txt") == [f"nvidia-cudnn-cu{major}==9.28.0.42"]
+        assert pins(f"requirements-cuda{major}.txt") == [f"nvidia-cudnn-cu{major}==9.20.0.48"]
     assert pins(cuda_setup.PIP_TOOLKIT) == [
-        "cuda-toolkit[nvcc,cudart,crt,nvvm,cccl,cublas,curand,cufft,cusparse]==13.0.2"]
+        "cuda-toolkit[nvcc,cudart,crt,nvvm,cccl,cublas,curand,cufft,cusparse]==13.0.3"]
     both = ["requirements-cuda13.txt", cuda_setup.PIP_TOOLKIT]
     # No toolkit, or one without Jittor's libraries, and a driver for CUDA 13: CUDA 13 from pip too.
     monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: None)
