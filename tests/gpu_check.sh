@@ -1,11 +1,14 @@
 #!/bin/bash
 # The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, profile;
-# all by default, or some per call to stay within a call's 10 minutes): Jittor's CUDA build set up by
+# all by default, in that order of importance): Jittor's CUDA build set up by
 # cuda_setup.py alone (no file outside Jittor's cache touched), the parity tests with Jittor
 # on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark;
 # `profile` shows where the time goes (each convolution alone in both frameworks, Jittor's time
 # by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag, and with
 # PyTorch on cuDNN's legacy API.
+# Run all steps in one call (`run` with timeout_s 600): a lent machine goes back after ~30 s idle
+# and the next call starts bare, compiling Jittor again. The log ($OUT/gpu_check.log) is written
+# as it goes, so a call cut short still returns what finished.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
 # package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 60 MiB of
 # the 64 allowed), made on a machine with the index:
@@ -22,7 +25,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /
 export PYTHONPATH=/tmp/site
 export use_mpi=0 use_nccl=0  # one GPU: no MPI, and no NCCL build from source (minutes)
 export use_mkl=0  # no jittor-offline here (above), and oneDNN would be a download
-for step in ${*:-setup parity bench}; do
+for step in ${*:-setup parity bench profile}; do
     case $step in
     setup)
         nvidia-smi -L; command -v nvcc g++; nvcc --version | tail -1
