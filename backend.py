@@ -29,7 +29,6 @@ import sys
 import cuda_setup
 from cli import UserError
 
-CUDA_CHOICES = ("auto", "0", "1")
 PROBE_SECONDS = 1800  # the first CUDA build compiles Jittor's core: minutes
 # What the child process runs: Jittor's CUDA build, and one convolution on the GPU (cuDNN's).
 PROBE = """import jittor as jt
@@ -126,7 +125,7 @@ jt.flags.log_silent = 1
 
 
 def add_device_argument(parser):
-    parser.add_argument("--use_cuda", choices=CUDA_CHOICES, default="auto",
+    parser.add_argument("--use_cuda", choices=cuda_setup.CUDA_CHOICES, default="auto",
                         help="run on the GPU: auto (default) uses CUDA when Jittor can, "
                              "0 forces the CPU, 1 requires CUDA and fails without it")
 

@@ -40,6 +40,7 @@ from collections import namedtuple
 # CUDA 13 removed cudaDeviceProp.clockRate and .computeMode, which Jittor 1.3.11's
 # helper_cuda.h reads (to print device details): mapped to fields that remain.
 CUDA13_FLAGS = "-DclockRate=multiProcessorCount -DcomputeMode=major"
+CUDA_CHOICES = ("auto", "0", "1")  # the values of --use_cuda (backend.py)
 # Jittor's settings (environment variables) that cuda_build_environment chooses and a user may set instead.
 USER_SETTINGS = ("cache_name", "use_cutlass", "cc_flags", "use_cutt")
 SETUP_CUDA_MAJORS = (12, 13)  # the toolkits with a requirements-cuda<major>.txt

@@ -15,10 +15,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import backend  # noqa: E402,F401  (must precede every import of jittor)
 import torch  # noqa: E402
 
 import cli  # noqa: E402
+import cuda_setup  # noqa: E402
 import torch_mccnet  # noqa: E402
 
 WEIGHT_NAMES = ("vgg_normalised.pth", "decoder_iter_160000.pth", "mcc_module_iter_160000.pth")
@@ -28,13 +28,27 @@ needs_mpi = pytest.mark.skipif(MPIRUN is None, reason="OpenMPI is not installed 
 
 
 def pytest_addoption(parser):
-    parser.addoption("--use_cuda", choices=backend.CUDA_CHOICES, default="0",
+    parser.addoption("--use_cuda", choices=cuda_setup.CUDA_CHOICES, default="0",
                      help="where Jittor runs in the tests (the PyTorch oracle stays on the CPU); "
                           "1 checks the CUDA path on a GPU machine (tests/gpu_check.sh)")
 
 
+def pytest_configure(config):
+    """Jittor's start-up (backend), once the options are known and before any test module imports Jittor.
+
+    With --use_cuda 0 (the default) a GPU machine gets a CPU build of Jittor, as if the user had
+    set nvcc_path empty: here and in every script the tests start, in this process (whose
+    `--use_cuda auto` would otherwise move the rest of the session to the GPU) or as a child.
+    The tolerances are the CPU's (TF32 on the GPU exceeds them); gpu_check.sh checks the GPU.
+    """
+    if config.getoption("--use_cuda") == "0" and cuda_setup.gpu_present():
+        os.environ["nvcc_path"] = ""
+    import backend  # noqa: F401  (must precede every import of jittor)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jittor_device(request):
+    import backend
     backend.use_device(request.config.getoption("--use_cuda"))
 
 

@@ -26,7 +26,8 @@ def test_cpu_machine_gets_a_cpu_build():
 def test_use_cuda_1_without_cuda_is_a_clear_error():
     if jt.has_cuda:
         pytest.skip("this machine has CUDA, so --use_cuda 1 is valid here")
-    with pytest.raises(UserError, match=r"--use_cuda 1: Jittor has no usable CUDA here \(no GPU\); use --use_cuda 0"):
+    why = "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"  # the tests' CPU build (conftest)
+    with pytest.raises(UserError, match=rf"--use_cuda 1: Jittor has no usable CUDA here \({why}\); use --use_cuda 0"):
         backend.use_device("1")
 
 
@@ -38,8 +39,10 @@ def test_auto_and_0_select_the_cpu_here():
 
 def test_import_is_quiet_and_needs_no_network():
     # A clean interpreter: importing our network prints nothing on stdout and no
-    # Jittor info lines on stderr (the cache is warm: the tests already compiled it).
-    env = {k: v for k, v in os.environ.items() if k not in ("nvcc_path", "log_silent")}
+    # Jittor info lines on stderr (the cache is warm: the tests already compiled it; on a GPU
+    # machine, the CPU build that conftest chose).
+    left_out = ("log_silent",) if cuda_setup.gpu_present() else ("nvcc_path", "log_silent")
+    env = {k: v for k, v in os.environ.items() if k not in left_out}
     env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
     result = subprocess.run([sys.executable, "-c", "import net, jittor; print(jittor.has_cuda)"],
                             cwd=REPO, env=env, capture_output=True, text=True)
