@@ -18,8 +18,8 @@ Jittor's CUDA build also needs a toolkit with cuBLAS, cuRAND, cuFFT and cuSPARSE
 has none (PyTorch's wheels bring no nvcc) or one without those libraries, and its driver runs
 CUDA 13, `make setup` installs CUDA 13 from pip (requirements-cuda13-toolkit.txt; CUDA 12's
 pip packages have no nvcc), and the CUDA tree joins it to cuDNN the same way.
-Nothing is written outside Jittor's cache and the virtual environment; a CUDA 12 toolkit
-with a cuDNN 8 that Jittor finds on its own is used as it is.
+Nothing is written outside Jittor's cache and the virtual environment; where pip's cuDNN is
+absent, a CUDA 12 toolkit with a cuDNN 8 that Jittor finds on its own is used as it is.
 
 Run as a script (by `make setup`) it prints the requirements files with what this machine's
 GPU needs (cuDNN, and CUDA itself where needed), one per line, or nothing. Standard library only.
@@ -92,25 +92,29 @@ def toolkit_home(nvcc):
     return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
 
 
+def library_folders(home):
+    """Where the toolkit in `home` keeps its libraries: lib64, lib (pip's CUDA), targets/<platform>/lib."""
+    return [os.path.join(home, "lib64"), os.path.join(home, "lib")] + glob.glob(os.path.join(home, "targets", "*",
+                                                                                              "lib"))
+
+
+def _found(folders, pattern):
+    return any(glob.glob(os.path.join(folder, pattern)) for folder in folders)
+
+
 def cuda_runtime_present(nvcc):
     """Jittor loads libcudart from the CUDA tree that holds nvcc: is it there?"""
-    patterns = [os.path.join(toolkit_home(nvcc), lib, "libcudart.so*") for lib in ("lib64", "lib", "targets/*/lib")]
-    return any(glob.glob(p) for p in patterns)
+    return _found(library_folders(toolkit_home(nvcc)), "libcudart.so*")
 
 
 def libraries_lacking(nvcc):
     """The names of the libraries in JITTOR_LIBRARIES that Jittor would not find for the toolkit of `nvcc`."""
     home = toolkit_home(nvcc)
     includes = [os.path.join(home, "include")] + glob.glob(os.path.join(home, "targets", "*", "include"))
-    libraries = [os.path.join(home, "lib64"), os.path.join(home, "lib")] + glob.glob(os.path.join(home, "targets",
-                                                                                                  "*", "lib"))
     includes += [include for include, _ in SYSTEM_FOLDERS]
-    libraries += [lib for _, lib in SYSTEM_FOLDERS]
-
-    def found(folders, pattern):
-        return any(glob.glob(os.path.join(folder, pattern)) for folder in folders)
+    libraries = library_folders(home) + [lib for _, lib in SYSTEM_FOLDERS]
     return [name for library, name in JITTOR_LIBRARIES.items()
-            if not (found(includes, f"{library}.h") and found(libraries, f"lib{library}.so*"))]
+            if not (_found(includes, f"{library}.h") and _found(libraries, f"lib{library}.so*"))]
 
 
 def toolkit_problem(nvcc):
