@@ -52,7 +52,14 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
         # Jittor calls cuDNN's legacy API; PyTorch, the v8 (graph) API, unless told otherwise: if PyTorch's
         # convolutions slow to Jittor's with the legacy API, that API is the limit.
         echo "profile, TORCH_CUDNN_V8_API_DISABLED=1 (PyTorch on cuDNN's legacy API too)"
-        TORCH_CUDNN_V8_API_DISABLED=1 timeout 300 python3 bench.py --device cuda --profile ;;
+        TORCH_CUDNN_V8_API_DISABLED=1 timeout 300 python3 bench.py --device cuda --profile
+        # cuDNN's API log names the algorithm and math type of every convolution each framework runs
+        # (logging slows the calls: a separate run, timings not to be read).
+        api_log=${OUT:-/tmp}/cudnn_api.log
+        echo "cuDNN's API log of one profile run, TF32 allowed: $api_log; the legacy algorithms called:"
+        CUDNN_LOGLEVEL_DBG=3 CUDNN_LOGDEST_DBG=$api_log timeout 300 python3 bench.py --device cuda --profile \
+            --repeat 1 > /dev/null
+        grep -o "val=CUDNN_CONVOLUTION_FWD_ALGO_[A-Z_]*\|val=CUDNN_[A-Z_]*_MATH" "$api_log" | sort | uniq -c ;;
     *) echo "unknown step $step (setup, parity, bench, profile)"; exit 1 ;;
     esac
 done
