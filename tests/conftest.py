@@ -42,7 +42,7 @@ def pytest_configure(config):
     The tolerances are the CPU's (TF32 on the GPU exceeds them); gpu_check.sh checks the GPU.
     """
     if config.getoption("--use_cuda") == "0" and cuda_setup.gpu_present():
-        os.environ["nvcc_path"] = ""
+        os.environ.update(nvcc_path="", cache_name="cpu")  # a CPU build, in a cache of its own
     import backend  # noqa: F401  (must precede every import of jittor)
 
 

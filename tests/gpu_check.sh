@@ -37,7 +37,8 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
         # Jittor's cuDNN convolutions run in cuDNN's default math, which allows TF32 on Ampere and
         # newer GPUs, and Jittor has no switch for it: exactness needs float32 in both frameworks.
         echo "parity, NVIDIA_TF32_OVERRIDE=0 (no TF32 in cuDNN or cuBLAS)"
-        NVIDIA_TF32_OVERRIDE=0 timeout 540 python3 -m pytest -q -p no:cacheprovider tests/test_parity.py \
+        # -rP: the float16 test prints its figures (PSNR, share within 2 grey levels) when it passes.
+        NVIDIA_TF32_OVERRIDE=0 timeout 540 python3 -m pytest -q -rP -p no:cacheprovider tests/test_parity.py \
             --use_cuda 1 ;;
     bench)
         echo "speed, both frameworks' defaults (TF32 allowed): what a user gets"
