@@ -1,7 +1,7 @@
 # Two commands do everything: `make demo` (set up, fetch the published weights, stylize the
 # sample video) and `make test` (set up, run the test suite). The virtual environment is
 # made on first use; on a GPU machine it gets cuDNN too (and CUDA 13 where no toolkit has what
-# Jittor needs).
+# Jittor needs); the tests add PyTorch.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,22 +10,33 @@ PY := $(VENV)/bin/python
 
 PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
-# On a machine with a GPU, cuda_setup.py names the requirements files with what Jittor's CUDA
-# build needs there: cuDNN for the CUDA toolkit, and CUDA 13 itself where no toolkit has all
-# it needs (see cuda_setup.py).
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-cuda12.txt requirements-cuda13.txt \
+# Inference and training need requirements.txt (make demo); the tests and the benchmark add
+# PyTorch, the oracle (requirements-dev.txt). On a machine with a GPU, cuda_setup.py names the
+# requirements files with what Jittor's CUDA build needs there: cuDNN for the CUDA toolkit, and
+# CUDA 13 itself where no toolkit has all it needs (see cuda_setup.py).
+install_gpu_requirements = gpu_requirements=$$($(PY) cuda_setup.py) && \
+	for file in $$gpu_requirements; do $(PIP) $(1) -r $$file || exit 1; done
+
+$(VENV)/.installed: requirements.txt requirements-cuda12.txt requirements-cuda13.txt \
 		requirements-cuda13-toolkit.txt cuda_setup.py
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt
+	$(call install_gpu_requirements)
+	touch $@
+
+# PyTorch's CUDA build (PyPI's, on a GPU machine) brings cuDNN for CUDA 13, into the folder where
+# a CUDA 12 machine's cuDNN for Jittor lies: Jittor's goes back on top.
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
-	gpu_requirements=$$($(PY) cuda_setup.py) && for file in $$gpu_requirements; do $(PIP) -r $$file || exit 1; done
+	$(call install_gpu_requirements,--force-reinstall --no-deps)
 	touch $@
 
 setup: $(VENV)/.installed
 
-test: setup
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q tests
 
-bench: setup
+bench: $(VENV)/.installed-dev
 	$(PY) bench.py
 
 demo: setup
