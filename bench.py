@@ -15,8 +15,8 @@ against ours, and their ratio, for
   against the original in float32;
 - one training step (decoder and MCC module, Adam).
 With --profile it prints instead, for one stylization at the first image size: each
-convolution of the encoder (to relu4_1) and the decoder timed alone in both frameworks, and
-Jittor's time by kind of operation from its own profiler.
+convolution of the encoder (to relu4_1) and the decoder timed alone in both frameworks,
+Jittor's time by kind of operation from its own profiler, and PyTorch's by kernel from its.
 Both frameworks get the same random weights (speed does not depend on their values) and
 inputs; they run in turns after a warm-up, so that both see the same drift in the load of
 a shared machine. Needs PyTorch (requirements-dev.txt).
@@ -185,6 +185,22 @@ def jittor_time_by_op(models, size, repeat):
     return [(kind, time / sum(totals.values())) for kind, time in totals.most_common()]
 
 
+def torch_time_by_kernel(oracle, device, size, repeat):
+    """Share of PyTorch's time in one stylization at `size` by kernel (its profiler: on a GPU the CUDA
+    kernels, whose names tell which cuDNN engine ran), largest first."""
+    stylize = stylization_runs(oracle, None, device, size)["original"]
+    stylize()
+    on_gpu = device == "cuda"
+    activity = torch.profiler.ProfilerActivity.CUDA if on_gpu else torch.profiler.ProfilerActivity.CPU
+    with torch.profiler.profile(activities=[activity]) as profiler:
+        for _ in range(repeat):
+            stylize()
+    times = {event.key: event.self_device_time_total if on_gpu else event.self_cpu_time_total
+             for event in profiler.key_averages()}
+    total = sum(times.values())
+    return [(name, time / total) for name, time in sorted(times.items(), key=lambda item: -item[1])]
+
+
 def print_profile(oracle, models, device, size, repeat):
     print("| convolution alone (encoder, decoder) | PyTorch, ms | Jittor, ms | ours / original |\n|---|---|---|---|")
     sums = [0.0, 0.0]
@@ -198,6 +214,10 @@ def print_profile(oracle, models, device, size, repeat):
     for kind, share in jittor_time_by_op(models, size, repeat):
         if share >= 0.005:
             print(f"| {kind[:100]} | {share:.1%} |")
+    print(f"\n| PyTorch, the same stylization, by kernel (its profiler) | share |\n|---|---|")
+    for name, share in torch_time_by_kernel(oracle, device, size, repeat):
+        if share >= 0.005:
+            print(f"| {name[:100]} | {share:.1%} |")
 
 
 def print_speed_table(oracle, models, weight_paths, device, settings, repeat, folder):
