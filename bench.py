@@ -182,7 +182,7 @@ def jittor_time_by_op(models, size, repeat):
     totals = collections.Counter()
     for row in rows:
         totals[op_kind(row[0])] += float(row[header.index("TotalTime")])
-    return [(kind, time / sum(totals.values())) for kind, time in totals.most_common()]
+    return [(kind, spent / sum(totals.values())) for kind, spent in totals.most_common()]
 
 
 def torch_time_by_kernel(oracle, device, size, repeat):
@@ -198,7 +198,7 @@ def torch_time_by_kernel(oracle, device, size, repeat):
     times = {event.key: event.self_device_time_total if on_gpu else event.self_cpu_time_total
              for event in profiler.key_averages()}
     total = sum(times.values())
-    return [(name, time / total) for name, time in sorted(times.items(), key=lambda item: -item[1])]
+    return [(name, spent / total) for name, spent in sorted(times.items(), key=lambda item: -item[1])]
 
 
 def print_profile(oracle, models, device, size, repeat):
@@ -214,7 +214,7 @@ def print_profile(oracle, models, device, size, repeat):
     for kind, share in jittor_time_by_op(models, size, repeat):
         if share >= 0.005:
             print(f"| {kind[:100]} | {share:.1%} |")
-    print(f"\n| PyTorch, the same stylization, by kernel (its profiler) | share |\n|---|---|")
+    print("\n| PyTorch, the same stylization, by kernel (its profiler) | share |\n|---|---|")
     for name, share in torch_time_by_kernel(oracle, device, size, repeat):
         if share >= 0.005:
             print(f"| {name[:100]} | {share:.1%} |")
