@@ -38,7 +38,7 @@ def pytest_configure(config):
 
     With --use_cuda 0 (the default) a GPU machine gets a CPU build of Jittor, as if the user had
     set nvcc_path empty: here and in every script the tests start, in this process (whose
-    `--use_cuda auto` would otherwise move the rest of the session to the GPU) or as a child.
+    `--use_cuda auto` would otherwise move the rest of the test run to the GPU) or as a child.
     The tolerances are the CPU's (TF32 on the GPU exceeds them); gpu_check.sh checks the GPU.
     """
     if config.getoption("--use_cuda") == "0" and cuda_setup.gpu_present():
