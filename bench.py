@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 import backend
+import cuda_setup
 import jittor as jt
 import net
 import test_video
@@ -248,7 +249,7 @@ def print_speed_table(oracle, models, weight_paths, device, settings, repeat, fo
 
 def machine(device):
     if device == "cuda":
-        return torch.cuda.get_device_name()
+        return f"{torch.cuda.get_device_name()}, Jittor's convolutions on cuDNN's {cuda_setup.chosen_conv_api()} API"
     with open("/proc/cpuinfo") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     return f"{names[0] if names else 'CPU'}, {os.cpu_count()} cores"

@@ -13,7 +13,8 @@ Jittor 1.3.11 predates CUDA 13 and cuDNN 9. Its CUDA build
   float16 convolutions accumulate in float16. CUDA builds import Jittor from a copy in
   Jittor's cache (`adapted_jittor`) without those RNN ops (MCCNet has no RNN) and with
   float32 accumulation for float16 convolutions (cuDNN's "pseudo half" configuration, which
-  PyTorch uses).
+  PyTorch uses). With MCCNET_CONV_API=graph (an experiment until measured on a GPU), a copy
+  of its own runs the 2-D convolutions through cuDNN's graph API (cudnn_graph_conv.h).
 Jittor's CUDA build also needs a toolkit with cuBLAS, cuRAND, cuFFT and cuSPARSE. Where a GPU
 has none (PyTorch's wheels bring no nvcc) or one without those libraries, and its driver runs
 CUDA 13, `make setup` installs CUDA 13 from pip (requirements-cuda13-toolkit.txt; CUDA 12's
@@ -59,6 +60,25 @@ SYSTEM_FOLDERS = [("/usr/include", "/usr/lib/x86_64-linux-gnu"), ("/usr/include"
 HALF_ACCUMULATION = "CUDNN_CROSS_CORRELATION, getDataType<Ty>()"
 FLOAT_ACCUMULATION = "CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT"
 LEFT_OUT = ("__pycache__", "cudnn_rnn*")  # files of Jittor that the adapted copy does not have
+# How the adapted copy runs 2-D convolutions (environment variable MCCNET_CONV_API): through
+# cuDNN's legacy API, as Jittor does, or through its graph API (cudnn_graph_conv.h), as PyTorch
+# does. "graph" is an experiment until measured on a GPU (docs/jittor.md).
+CONV_APIS = ("legacy", "graph")
+GRAPH_CONV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cudnn_graph_conv.h")
+# Jittor's cuDNN convolution ops and the graph operation each becomes.
+GRAPH_CONV_OPS = {"cudnn_conv_op.cc": "FORWARD", "cudnn_conv_backward_x_op.cc": "BACKWARD_DATA",
+                  "cudnn_conv_backward_w_op.cc": "BACKWARD_FILTER"}
+# Their jit_run after its first lines (the backward ops name their gradients x and y there),
+# which set up legacy descriptors and find an algorithm, and what replaces it.
+JIT_RUN = re.compile(r"(void CudnnConv\w*Op::jit_run\(\) \{\n(?:\s*auto \w+ = \w+;[ \t]*\n)*).*?\n\}\n"
+                     r"(?=#endif\n#endif // JIT)", re.DOTALL)
+GRAPH_JIT_RUN = """    graph_convolution(CUDNN_BACKEND_OPERATION_CONVOLUTION_{operation}_DESCRIPTOR,
+        graph_tensor(x, "@XFORMAT", "abcd", getDataType<Tx>()),
+        graph_tensor(w, "@WFORMAT", "oihw", getDataType<Tw>()),
+        graph_tensor(y, "@YFORMAT", "abcd", getDataType<Ty>()),
+        paddingh, paddingw, strideh, stridew, dilationh, dilationw);
+}}
+"""
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda")
 USUAL_NVCC = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc")
 DRIVER_VERSION = "/proc/driver/nvidia/version"  # its first line names the NVIDIA driver's version
@@ -239,24 +259,46 @@ def cuda_root(nvcc, cudnn):
     return _publish(building, root)
 
 
-def adapted_jittor():
-    """A folder (made once, in Jittor's cache) holding a copy of the installed Jittor adapted as above."""
+def adapted_jittor(conv_api="legacy"):
+    """A folder (made once, in Jittor's cache) holding a copy of the installed Jittor adapted as above,
+    its convolutions on cuDNN's `conv_api` (one of CONV_APIS)."""
     source = str(importlib.metadata.distribution("jittor").locate_file("jittor"))
+    graph_conv = ""
+    if conv_api == "graph":
+        with open(GRAPH_CONV) as f:
+            graph_conv = f.read()
     # Named by what it is made of, so that a changed adaptation makes a new copy.
-    recipe = hashlib.sha256(repr((HALF_ACCUMULATION, FLOAT_ACCUMULATION, LEFT_OUT)).encode()).hexdigest()[:8]
-    folder = os.path.join(CACHE, "jittor-{}-adapted-{}".format(importlib.metadata.version("jittor"), recipe))
+    recipe = (HALF_ACCUMULATION, FLOAT_ACCUMULATION, LEFT_OUT) + ((GRAPH_JIT_RUN, graph_conv) if graph_conv else ())
+    folder = os.path.join(CACHE, "jittor-{}-adapted-{}{}".format(
+        importlib.metadata.version("jittor"), hashlib.sha256(repr(recipe).encode()).hexdigest()[:8],
+        "-graph" if graph_conv else ""))
     if os.path.isdir(folder):
         return folder
     os.makedirs(CACHE, exist_ok=True)
     building = tempfile.mkdtemp(dir=CACHE, prefix=".building-")
     copy = os.path.join(building, "jittor")
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*LEFT_OUT))
-    for path in glob.glob(os.path.join(copy, "extern", "cuda", "cudnn", "ops", "cudnn_conv*_op.cc")):
+    cudnn = os.path.join(copy, "extern", "cuda", "cudnn")
+    for path in glob.glob(os.path.join(cudnn, "ops", "cudnn_conv*_op.cc")):
         with open(path) as f:
-            text = f.read()
+            text = f.read().replace(HALF_ACCUMULATION, FLOAT_ACCUMULATION)
+        if graph_conv and os.path.basename(path) in GRAPH_CONV_OPS:
+            text = _graph_op(text, GRAPH_CONV_OPS[os.path.basename(path)])
         with open(path, "w") as f:
-            f.write(text.replace(HALF_ACCUMULATION, FLOAT_ACCUMULATION))
+            f.write(text)
+    if graph_conv:
+        with open(os.path.join(cudnn, "inc", os.path.basename(GRAPH_CONV)), "w") as f:
+            f.write(graph_conv)
     return _publish(building, folder)
+
+
+def _graph_op(text, operation):
+    """The source of a Jittor cuDNN convolution op with its jit_run replaced by a graph `operation`."""
+    text, replaced = JIT_RUN.subn(lambda match: match.group(1) + GRAPH_JIT_RUN.format(operation=operation), text)
+    if replaced != 1:
+        raise RuntimeError(f"this Jittor's convolution ops are not the ones {os.path.basename(GRAPH_CONV)} replaces")
+    include = '#include "cudnn_wrapper.h"\n'
+    return text.replace(include, include + f'#include "{os.path.basename(GRAPH_CONV)}"\n', 1)
 
 
 def _link(target, folder, name=None):
@@ -282,6 +324,11 @@ def _publish(building, final):
     return final
 
 
+def chosen_conv_api():
+    """The cuDNN API chosen for Jittor's convolutions on a GPU (environment variable MCCNET_CONV_API)."""
+    return os.environ.get("MCCNET_CONV_API", CONV_APIS[0])
+
+
 def cuda_build_environment(nvcc):
     """(The environment for Jittor's CUDA build with the toolkit of `nvcc`, None) or (None, why not).
 
@@ -296,12 +343,17 @@ def cuda_build_environment(nvcc):
     cudnn = find_cudnn(nvcc)
     if cudnn is None:
         return None, f"no cuDNN found for CUDA {major}.{minor}: `make setup` installs it where a GPU is present"
-    environment = {"nvcc_path": nvcc, "cache_name": f"cuda{major}.{minor}", "use_cutlass": "0"}
+    conv_api = chosen_conv_api()
+    if conv_api not in CONV_APIS:
+        return None, f"MCCNET_CONV_API must be one of {', '.join(CONV_APIS)}, not {conv_api!r}"
+    # A cache of its own for each adaptation: Jittor would rebuild its core at every switch.
+    cache_name = f"cuda{major}.{minor}" + ("-graph" if conv_api == "graph" else "")
+    environment = {"nvcc_path": nvcc, "cache_name": cache_name, "use_cutlass": "0"}
     if major >= 13:
         environment.update(cc_flags=CUDA13_FLAGS, use_cutt="0")
     if not cudnn.found_by_jittor or cudnn.version[0] >= 9:
         environment["nvcc_path"] = os.path.join(cuda_root(nvcc, cudnn), "bin", "nvcc")
-    paths = [adapted_jittor()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [adapted_jittor(conv_api)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return environment, None
 

@@ -1,14 +1,17 @@
 #!/bin/bash
-# The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, profile;
-# all by default, in that order of importance): Jittor's CUDA build set up by
+# The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, graph,
+# profile; all by default, in that order of importance): Jittor's CUDA build set up by
 # cuda_setup.py alone (no file outside Jittor's cache touched), the parity tests with Jittor
 # on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark;
-# `profile` shows where the time goes (each convolution alone in both frameworks, Jittor's time
-# by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag, and with
-# PyTorch on cuDNN's legacy API.
-# Run all steps in one call (`run` with timeout_s 600): a lent machine goes back after ~30 s idle
-# and the next call starts bare, compiling Jittor again. The log ($OUT/gpu_check.log) is written
-# as it goes, so a call cut short still returns what finished.
+# `graph` does the three with Jittor's convolutions on cuDNN's graph API (MCCNET_CONV_API=graph,
+# the experiment that may close the gap to PyTorch with TF32; a copy and cache of its own, so it
+# compiles again); `profile` shows where the time goes (each convolution alone in both frameworks,
+# Jittor's time by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag,
+# with PyTorch on cuDNN's legacy API, and with Jittor on the graph API.
+# A lent machine goes back after ~30 s idle and the next call starts bare, compiling Jittor again:
+# run `setup parity bench` and then `graph profile` in two `run` calls back to back (timeout_s 600
+# each), or all steps in one. The log ($OUT/gpu_check.log) is written as it goes, so a call cut
+# short still returns what finished.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
 # package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 60 MiB of
 # the 64 allowed), made on a machine with the index:
@@ -25,7 +28,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /
 export PYTHONPATH=/tmp/site
 export use_mpi=0 use_nccl=0  # one GPU: no MPI, and no NCCL build from source (minutes)
 export use_mkl=0  # no jittor-offline here (above), and oneDNN would be a download
-for step in ${*:-setup parity bench profile}; do
+for step in ${*:-setup parity bench graph profile}; do
     case $step in
     setup)
         nvidia-smi -L; command -v nvcc g++; nvcc --version | tail -1
@@ -43,6 +46,13 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
     bench)
         echo "speed, both frameworks' defaults (TF32 allowed): what a user gets"
         timeout 540 python3 bench.py --device cuda --repeat 3 ;;
+    graph)
+        echo "cuDNN's graph API for Jittor's convolutions: set-up (compiles), parity, speed"
+        MCCNET_CONV_API=graph timeout 300 python3 -c "import backend, jittor
+print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend.cuda_problem)" || exit 1
+        MCCNET_CONV_API=graph NVIDIA_TF32_OVERRIDE=0 timeout 300 python3 -m pytest -q -rP -p no:cacheprovider \
+            tests/test_parity.py --use_cuda 1
+        MCCNET_CONV_API=graph timeout 400 python3 bench.py --device cuda --repeat 3 ;;
     profile)
         echo "profile, both frameworks' defaults (TF32 allowed)"
         timeout 300 python3 bench.py --device cuda --profile
@@ -54,6 +64,8 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
         # convolutions slow to Jittor's with the legacy API, that API is the limit.
         echo "profile, TORCH_CUDNN_V8_API_DISABLED=1 (PyTorch on cuDNN's legacy API too)"
         TORCH_CUDNN_V8_API_DISABLED=1 timeout 300 python3 bench.py --device cuda --profile
+        echo "profile, MCCNET_CONV_API=graph (Jittor on cuDNN's graph API too)"
+        MCCNET_CONV_API=graph timeout 300 python3 bench.py --device cuda --profile
         # cuDNN's API log names the algorithm and math type of every convolution each framework runs
         # (logging slows the calls: a separate run, timings not to be read).
         api_log=${OUT:-/tmp}/cudnn_api.log
@@ -61,6 +73,6 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
         CUDNN_LOGLEVEL_DBG=3 CUDNN_LOGDEST_DBG=$api_log timeout 300 python3 bench.py --device cuda --profile \
             --repeat 1 > /dev/null
         grep -o "val=CUDNN_CONVOLUTION_FWD_ALGO_[A-Z_]*\|val=CUDNN_[A-Z_]*_MATH" "$api_log" | sort | uniq -c ;;
-    *) echo "unknown step $step (setup, parity, bench, profile)"; exit 1 ;;
+    *) echo "unknown step $step (setup, parity, bench, graph, profile)"; exit 1 ;;
     esac
 done

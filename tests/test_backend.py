@@ -121,6 +121,45 @@ def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weigh
         "error: --use_cuda 1: Jittor's CUDA build does not work here (cudaErrorInsufficientDriver); use --use_cuda 0")
 
 
+def real_cudnn_9_include():
+    """The header folder of a real cuDNN 9 (pip's or the system's) beside a toolkit, or None."""
+    nvcc = cuda_setup.find_nvcc()
+    cudnn = nvcc and cuda_setup.find_cudnn(nvcc)
+    if cudnn and os.path.getsize(os.path.join(cudnn.include, "cudnn.h")) and cudnn.version[0] >= 9:
+        return cudnn.include
+    return None
+
+
+@pytest.mark.skipif(not real_cudnn_9_include(), reason="needs a CUDA toolkit and cuDNN 9's headers, which `make setup` "
+                    "installs on GPU machines (pip's nvidia-cudnn-cu13); the CPU machines have neither")
+def test_graph_api_convolutions_compile_against_cudnn_9(tmp_path):
+    """The three ops of the graph-API copy, compiled by nvcc as Jittor compiles them: once as the op
+    library, and once per data type as its JIT code (Jittor's formats and types substituted)."""
+    copy = os.path.join(cuda_setup.adapted_jittor("graph"), "jittor")
+    nvcc = cuda_setup.find_nvcc()
+    includes = [os.path.join(copy, *folder) for folder in (["src"], ["extern", "cuda", "inc"],
+                                                          ["extern", "cuda", "cudnn", "inc"],
+                                                          ["extern", "cuda", "cudnn", "ops"])]
+    command = [nvcc, "-x", "cu", "-std=c++17", "-c", "-DHAS_CUDA", "-include", "helper_string.h",
+               *cuda_setup.CUDA13_FLAGS.split(), *(f"-I{folder}" for folder in includes + [real_cudnn_9_include()])]
+    builds = {"op library": [], "float32 JIT": ["-DJIT", "-DJIT_cuda", "-DTx=float", "-DTw=float", "-DTy=float"],
+              "float16 JIT": ["-DJIT", "-DJIT_cuda", "-DTx=half1", "-DTw=half1", "-DTy=half1"]}
+    compiles = {}
+    for name in cuda_setup.GRAPH_CONV_OPS:
+        with open(os.path.join(copy, "extern", "cuda", "cudnn", "ops", name)) as f:
+            source = f.read()
+        for macro, layout in (("@XFORMAT", "abcd"), ("@WFORMAT", "oihw"), ("@YFORMAT", "abcd")):
+            source = source.replace(macro, layout)
+        write(str(tmp_path / name), source)
+        for build, flags in builds.items():
+            compiles[name, build] = subprocess.Popen(
+                command + flags + ["-o", str(tmp_path / f"{name}.{len(compiles)}.o"), str(tmp_path / name)],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for (name, build), process in compiles.items():
+        output = process.communicate()[0]
+        assert process.returncode == 0, f"{name}, {build}:\n{output}"
+
+
 def test_a_toolkit_without_jittors_libraries_is_not_tried_and_the_device_choice_says_so(tmp_path):
     if not os.path.exists(CUDA_TOOLKIT) or cuda_setup.gpu_present():
         pytest.skip(f"needs the CUDA toolkit at {CUDA_TOOLKIT} and no GPU")

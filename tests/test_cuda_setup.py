@@ -146,6 +146,40 @@ def test_cuda_builds_import_a_copy_of_jittor_without_cudnn_rnn_ops_and_with_floa
     assert where.stdout.strip() == os.path.join(copy, "__init__.py")
 
 
+def test_the_graph_api_choice_gets_its_own_copy_and_cache_with_its_convolutions(machine, monkeypatch):
+    nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
+    pip_cudnn(machine, monkeypatch)
+    legacy, _ = cuda_setup.cuda_build_environment(nvcc)
+    monkeypatch.setenv("MCCNET_CONV_API", "graph")
+    graph, problem = cuda_setup.cuda_build_environment(nvcc)
+    assert problem is None and cuda_setup.chosen_conv_api() == "graph"
+    assert graph["cache_name"] == "cuda13.0-graph" and legacy["cache_name"] == "cuda13.0"
+    copy, legacy_copy = (environment["PYTHONPATH"].split(os.pathsep)[0] for environment in (graph, legacy))
+    assert copy != legacy_copy and copy == cuda_setup.adapted_jittor("graph")
+    cudnn = os.path.join(copy, "jittor", "extern", "cuda", "cudnn")
+    with open(cuda_setup.GRAPH_CONV) as ours, open(os.path.join(cudnn, "inc", "cudnn_graph_conv.h")) as copied:
+        assert copied.read() == ours.read()
+    for name, operation in cuda_setup.GRAPH_CONV_OPS.items():
+        with open(os.path.join(cudnn, "ops", name)) as f:
+            source = f.read()
+        assert '#include "cudnn_wrapper.h"\n#include "cudnn_graph_conv.h"\n' in source
+        jit_run = source[source.index("::jit_run() {"):]
+        assert jit_run.count("graph_convolution(") == 1
+        assert f"CUDNN_BACKEND_OPERATION_CONVOLUTION_{operation}_DESCRIPTOR" in jit_run
+        assert "cudnnFind" not in jit_run and "cudnnConvolution" not in jit_run  # no legacy call left
+    # The 3-D convolutions keep the legacy API (MCCNet has none), with float accumulation.
+    with open(os.path.join(cudnn, "ops", "cudnn_conv3d_op.cc")) as f:
+        assert cuda_setup.FLOAT_ACCUMULATION in f.read()
+
+
+def test_an_unknown_conv_api_is_a_reason(machine, monkeypatch):
+    nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
+    pip_cudnn(machine, monkeypatch)
+    monkeypatch.setenv("MCCNET_CONV_API", "fastest")
+    assert cuda_setup.cuda_build_environment(nvcc) == (
+        None, "MCCNET_CONV_API must be one of legacy, graph, not 'fastest'")
+
+
 def test_pip_cudnn_replaces_a_cudnn_inside_the_toolkit(machine, monkeypatch):
     home = str(machine / "cuda-13.0")
     nvcc = fake_toolkit(home, "13.0")
