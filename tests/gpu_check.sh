@@ -28,14 +28,28 @@ python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /
 export PYTHONPATH=/tmp/site
 export use_mpi=0 use_nccl=0  # one GPU: no MPI, and no NCCL build from source (minutes)
 export use_mkl=0  # no jittor-offline here (above), and oneDNN would be a download
+# Jittor's CUDA build set up and probed as a user's first start does it (compiling the first time);
+# where it fails, the probe again, showing its whole error, and the check stops.
+probe() {
+    time timeout 540 python3 - <<'PY'
+import os, subprocess, sys
+import backend, cuda_setup, jittor
+print('cuDNN', cuda_setup.find_cudnn(cuda_setup.find_nvcc()))
+print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend.cuda_problem)
+environment, _ = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())
+if backend.cuda_problem and environment:  # the build was tried and failed: its whole error
+    child = subprocess.run([sys.executable, "-c", backend.PROBE], env=dict(os.environ, **environment),
+                           capture_output=True, text=True)
+    sys.exit(child.stdout[-3000:] + child.stderr[-6000:])
+sys.exit(backend.cuda_problem)
+PY
+}
 for step in ${*:-setup parity bench graph profile}; do
     case $step in
     setup)
         nvidia-smi -L; command -v nvcc g++; nvcc --version | tail -1
         echo "set-up and probe (compiles Jittor's CUDA build the first time)"
-        time timeout 540 python3 -c "import backend, cuda_setup, jittor
-print('cuDNN', cuda_setup.find_cudnn(cuda_setup.find_nvcc()))
-print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend.cuda_problem)" || exit 1 ;;
+        probe || exit 1 ;;
     parity)
         # Jittor's cuDNN convolutions run in cuDNN's default math, which allows TF32 on Ampere and
         # newer GPUs, and Jittor has no switch for it: exactness needs float32 in both frameworks.
@@ -48,8 +62,7 @@ print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend
         timeout 540 python3 bench.py --device cuda --repeat 3 ;;
     graph)
         echo "cuDNN's graph API for Jittor's convolutions: set-up (compiles), parity, speed"
-        MCCNET_CONV_API=graph timeout 300 python3 -c "import backend, jittor
-print('jittor', jittor.__file__, 'has_cuda', jittor.has_cuda, 'problem', backend.cuda_problem)" || exit 1
+        MCCNET_CONV_API=graph probe || exit 1
         # The float64 proofs run on the CPU whatever the API: only the float32 and float16 checks.
         MCCNET_CONV_API=graph NVIDIA_TF32_OVERRIDE=0 timeout 300 python3 -m pytest -q -rP -p no:cacheprovider \
             tests/test_parity.py --use_cuda 1 -k "float32 or half"
