@@ -130,8 +130,12 @@ def real_cudnn_9_include():
     return None
 
 
-@pytest.mark.skipif(not real_cudnn_9_include(), reason="needs a CUDA toolkit and cuDNN 9's headers, which `make setup` "
-                    "installs on GPU machines (pip's nvidia-cudnn-cu13); the CPU machines have neither")
+NEEDS_CUDNN_9 = pytest.mark.skipif(
+    not real_cudnn_9_include(), reason="needs a CUDA toolkit and cuDNN 9's headers, which `make setup` installs on "
+    "GPU machines (pip's nvidia-cudnn-cu13); the CPU machines have neither")
+
+
+@NEEDS_CUDNN_9
 def test_graph_api_convolutions_compile_against_cudnn_9(tmp_path):
     """The three ops of the graph-API copy, compiled by nvcc as Jittor compiles them: once as the op
     library, and once per data type as its JIT code (Jittor's formats and types substituted)."""
@@ -158,6 +162,21 @@ def test_graph_api_convolutions_compile_against_cudnn_9(tmp_path):
     for (name, build), process in compiles.items():
         output = process.communicate()[0]
         assert process.returncode == 0, f"{name}, {build}:\n{output}"
+
+
+@NEEDS_CUDNN_9
+def test_graph_api_convolutions_choose_and_keep_plans_as_intended(tmp_path):
+    """cudnn_graph_conv.h against a mock of cuDNN (tests/cudnn_graph_mock): the calls as cuDNN's
+    documentation asks, the fastest allowed engine, the plan cache, the workspace limit, the fallback."""
+    mock = os.path.join(REPO, "tests", "cudnn_graph_mock")
+    program = str(tmp_path / "mock_cudnn")
+    # nvcc: it adds its toolkit's headers (cuda_runtime.h) and compiles the host code with g++;
+    # not linked with CUDA's runtime, whose event functions the mock replaces.
+    subprocess.run([cuda_setup.find_nvcc(), "-std=c++17", "-O0", "-cudart", "none", f"-I{mock}", f"-I{REPO}",
+                    f"-I{real_cudnn_9_include()}", os.path.join(mock, "mock_cudnn.cc"), "-o", program], check=True)
+    result = subprocess.run([program], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all scenarios passed" in result.stdout
 
 
 def test_a_toolkit_without_jittors_libraries_is_not_tried_and_the_device_choice_says_so(tmp_path):
