@@ -91,6 +91,24 @@ def _reason(stderr):
     return lines[-1][:200]
 
 
+def keep_compile_workers_out_of_terminal_signals():
+    """Jittor compiles its core in a pool of worker processes (multiprocessing). A Ctrl-C or a
+    `kill` of the whole process group killed them too, and the pool's own thread forked
+    replacements while the main process exited: one outlived it, waiting for work forever and
+    holding the terminal's output open. In a session of their own the workers get no terminal
+    signal, and they die with the main process all the same (Jittor's worker set-up asks the kernel
+    to kill them when it exits).
+    """
+    import jittor_utils
+    set_up_worker = jittor_utils.pool_initializer
+
+    def pool_initializer():
+        os.setsid()
+        set_up_worker()
+
+    jittor_utils.pool_initializer = pool_initializer
+
+
 def jittor_cache_is_cold():
     """True when Jittor has not compiled its core yet for this machine and Python."""
     import jittor_utils
@@ -113,6 +131,7 @@ def prepare_environment():
     if cuda_problem is not None or not os.environ.get("nvcc_path"):
         os.environ["nvcc_path"] = ""
         os.environ.setdefault("cache_name", "cpu")
+    keep_compile_workers_out_of_terminal_signals()
     if jittor_cache_is_cold():
         print("Jittor is compiling itself for this machine (first run only, about 3 minutes on 2 cores)...",
               file=sys.stderr, flush=True)
