@@ -1,6 +1,6 @@
 # Two commands do everything: `make demo` (set up, fetch the published weights, stylize the
 # sample video) and `make test` (set up, run the test suite). The virtual environment is
-# made on first use; on a GPU machine it gets cuDNN too (and CUDA 13 where no toolkit has what
+# made on first use; on a GPU machine it gets cuDNN and NCCL too (and CUDA 13 where no toolkit has what
 # Jittor needs); the tests add PyTorch.
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
 # Inference and training need requirements.txt (make demo); the tests and the benchmark add
 # PyTorch, the oracle (requirements-dev.txt). On a machine with a GPU, cuda_setup.py names the
-# requirements files with what Jittor's CUDA build needs there: cuDNN for the CUDA toolkit, and
+# requirements files with what Jittor's CUDA build needs there: cuDNN and NCCL for the CUDA toolkit, and
 # CUDA 13 itself where no toolkit has all it needs (see cuda_setup.py).
 install_gpu_requirements = gpu_requirements=$$($(PY) cuda_setup.py) && \
 	for file in $$gpu_requirements; do $(PIP) $(1) -r $$file || exit 1; done
@@ -24,8 +24,8 @@ $(VENV)/.installed: requirements.txt requirements-cuda12.txt requirements-cuda13
 	$(call install_gpu_requirements)
 	touch $@
 
-# PyTorch's CUDA build (PyPI's, on a GPU machine) brings cuDNN for CUDA 13, into the folder where
-# a CUDA 12 machine's cuDNN for Jittor lies: Jittor's goes back on top.
+# PyTorch's CUDA build (PyPI's, on a GPU machine) brings cuDNN and NCCL for CUDA 13, into the folders
+# where a CUDA 12 machine's cuDNN and NCCL for Jittor lie: Jittor's go back on top.
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
 	$(call install_gpu_requirements,--force-reinstall --no-deps)

@@ -7,10 +7,10 @@ then loads the CUDA runtime next to it. Here we look first:
 - a GPU but no CUDA toolkit (nvcc and the CUDA runtime beside it): the same, and
   `use_device` says why (one line for --use_cuda auto, the error for 1, nothing for 0);
 - otherwise Jittor gets what its CUDA build needs on today's toolkits (`cuda_setup.py`:
-  CUDA 13 flags, cuDNN from pip, cuDNN 9) and is first imported in a child process: if that
-  fails (a compile error, an old driver: Jittor then aborts the process) the CPU is used and
-  `use_device` says why. The verdict is kept in Jittor's cache until that set-up, the
-  driver or Jittor changes.
+  CUDA 13 flags, cuDNN and NCCL from pip, cuDNN 9) and is first imported in a child process
+  (outside the MPI job under mpirun): if that fails (a compile error, an old driver: Jittor
+  then aborts the process) the CPU is used and `use_device` says why. The verdict is kept in
+  Jittor's cache until that set-up, the driver or Jittor changes.
 CPU and CUDA builds get separate Jittor caches (`cache_name`), so that switching between
 them does not recompile. A user can force either way by setting `nvcc_path` before
 starting Python.
@@ -39,6 +39,8 @@ assert y[0, 0, 4, 4].item() == 27, "a test convolution on the GPU gave a wrong v
 print("CUDA works")
 """
 PROBE_PASSED = "CUDA works"
+PROBE_VERDICT = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
+MPI_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_")  # OpenMPI's mpirun and its PMIx server
 cuda_problem = None  # why Jittor's CUDA build could not be used here, when it was tried
 
 
@@ -52,10 +54,9 @@ def _probe_key(environment):
 
 def cuda_build_problem(environment):
     """None if Jittor's CUDA build with `environment` runs a convolution (tried in a child process), else why not."""
-    path = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
     key = _probe_key(environment)
     try:
-        with open(path) as f:
+        with open(PROBE_VERDICT) as f:
             cached = json.load(f)
         if cached["key"] == key:
             return cached["problem"]
@@ -63,7 +64,7 @@ def cuda_build_problem(environment):
         pass
     print("Checking that Jittor's CUDA build works here (the first time it compiles: minutes)...",
           file=sys.stderr, flush=True)
-    child = dict(os.environ, **environment)
+    child = dict(probe_environment(), **environment)
     for _ in range(3):  # after a change of flags Jittor rebuilds its compiler, exits 0 and wants another run
         try:
             result = subprocess.run([sys.executable, "-c", PROBE], env=child, capture_output=True, text=True,
@@ -73,11 +74,18 @@ def cuda_build_problem(environment):
         if result.returncode != 0 or PROBE_PASSED in result.stdout:
             break
     problem = None if PROBE_PASSED in result.stdout else _reason(result.stderr)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(f"{path}.{os.getpid()}", "w") as f:  # then renamed: MPI ranks may probe at once
+    os.makedirs(os.path.dirname(PROBE_VERDICT), exist_ok=True)
+    with open(f"{PROBE_VERDICT}.{os.getpid()}", "w") as f:  # then renamed: MPI ranks may probe at once
         json.dump({"key": key, "problem": problem}, f)
-    os.replace(f"{path}.{os.getpid()}", path)
+    os.replace(f"{PROBE_VERDICT}.{os.getpid()}", PROBE_VERDICT)
     return problem
+
+
+def probe_environment():
+    """Our environment without the variables by which `mpirun` tells a process its place in the job: under
+    mpirun, a probe with them would take its rank's place in the job, and the rank itself would then fail
+    to start MPI (OpenMPI: "ompi_rte_init failed")."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(MPI_LAUNCHER_PREFIXES)}
 
 
 def _reason(stderr):
@@ -159,3 +167,7 @@ def use_device(choice):
                    "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"))
         raise UserError(f"--use_cuda 1: {why}; use --use_cuda 0")
     jt.flags.use_cuda = int(choice == "1" or (choice == "auto" and jt.has_cuda))
+    if jt.flags.use_cuda and jt.in_mpi and jt.compile_extern.nccl_ops is None and jt.rank == 0:
+        print("warning: Jittor has no NCCL here (`make setup` installs it): gradients are averaged through the "
+              "host, and every rank uses the first GPU it sees (CUDA_VISIBLE_DEVICES can give each its own)",
+              file=sys.stderr)

@@ -14,7 +14,12 @@ Jittor 1.3.11 predates CUDA 13 and cuDNN 9. Its CUDA build
   Jittor's cache (`adapted_jittor`) without those RNN ops (MCCNet has no RNN) and with
   float32 accumulation for float16 convolutions (cuDNN's "pseudo half" configuration, which
   PyTorch uses). With MCCNET_CONV_API=graph (an experiment until measured on a GPU), a copy
-  of its own runs the 2-D convolutions through cuDNN's graph API (cudnn_graph_conv.h).
+  of its own runs the 2-D convolutions through cuDNN's graph API (cudnn_graph_conv.h);
+- under `mpirun`, builds NCCL 2.8.4 from source (minutes) to average gradients on the GPUs and
+  give each rank a GPU of its own, which fails with CUDA 13 (it uses `cudaLaunchParams`,
+  removed): the CUDA tree joins pip's NCCL (nvidia-nccl-cu*, which `make setup` installs with
+  cuDNN) and Jittor is pointed at it; without it, Jittor's NCCL is off (gradients averaged by
+  MPI through the host, every rank on the first GPU: backend.py says so).
 Jittor's CUDA build also needs a toolkit with cuBLAS, cuRAND, cuFFT and cuSPARSE. Where a GPU
 has none (PyTorch's wheels bring no nvcc) or one without those libraries, and its driver runs
 CUDA 13, `make setup` installs CUDA 13 from pip (requirements-cuda13-toolkit.txt; CUDA 12's
@@ -43,7 +48,8 @@ from collections import namedtuple
 CUDA13_FLAGS = "-DclockRate=multiProcessorCount -DcomputeMode=major"
 CUDA_CHOICES = ("auto", "0", "1")  # the values of --use_cuda (backend.py)
 # Jittor's settings (environment variables) that cuda_build_environment chooses and a user may set instead.
-USER_SETTINGS = ("cache_name", "use_cutlass", "cc_flags", "use_cutt")
+USER_SETTINGS = ("cache_name", "use_cutlass", "cc_flags", "use_cutt", "use_nccl", "nccl_include_path",
+                 "nccl_lib_path")
 SETUP_CUDA_MAJORS = (12, 13)  # the toolkits with a requirements-cuda<major>.txt
 # The libraries besides cuDNN that Jittor's CUDA build loads (header <name>.h, library lib<name>.so);
 # it stops without any of them.
@@ -198,6 +204,12 @@ def pip_cudnn_folder():
     return _pip_folder("nvidia.cudnn")
 
 
+def pip_nccl_folder():
+    """The folder of the NCCL that pip installed (package nvidia-nccl-cu*), or None."""
+    folder = _pip_folder("nvidia.nccl")
+    return folder if folder and os.path.exists(os.path.join(folder, "include", "nccl.h")) else None
+
+
 def pip_toolkit_nvcc():
     """The nvcc of the CUDA 13 that pip installed (PIP_TOOLKIT: nvidia/cu13 in site-packages), or None."""
     folder = _pip_folder("nvidia.cu13")
@@ -218,18 +230,19 @@ def find_cudnn(nvcc):
     return None
 
 
-def cuda_root(nvcc, cudnn):
-    """A CUDA tree (made once, in Jittor's cache) where Jittor finds the toolkit of `nvcc` and `cudnn`.
+def cuda_root(nvcc, cudnn, nccl=None):
+    """A CUDA tree (made once, in Jittor's cache) where Jittor finds the toolkit of `nvcc`, `cudnn`
+    and the NCCL in the folder `nccl` (pip's), if any.
 
     Its bin/nvcc runs the toolkit's (Jittor takes the tree from nvcc's real path, so it must be
     a file, not a link); include/ and lib64/ hold links to the toolkit's entries (lib/'s for
-    pip's CUDA) and to cuDNN's (cuDNN's first: it replaces any other cuDNN in the toolkit);
-    every other entry links to the toolkit's. Libraries are also linked under their
+    pip's CUDA), to cuDNN's (cuDNN's first: it replaces any other cuDNN in the toolkit) and to
+    NCCL's; every other entry links to the toolkit's. Libraries are also linked under their
     unversioned names (what Jittor loads), cuDNN 9's also under the cuDNN 8 names.
     """
     home = toolkit_home(nvcc)
     version = ".".join(map(str, cudnn.version))
-    key = hashlib.sha256(f"{home}\n{cudnn.include}\n{cudnn.lib}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{home}\n{cudnn.include}\n{cudnn.lib}\n{nccl}".encode()).hexdigest()[:12]
     root = os.path.join(CACHE, "cuda{}.{}-cudnn{}-{}".format(*nvcc_version(nvcc), version, key))
     if os.path.isdir(root):
         return root
@@ -244,6 +257,11 @@ def cuda_root(nvcc, cudnn):
     if cudnn.version[0] >= 9:
         for old_name, library in CUDNN8_NAMES.items():
             _link(os.path.join(cudnn.lib, library), os.path.join(building, "lib64"), old_name)
+    if nccl:
+        for entry in os.listdir(os.path.join(nccl, "include")):
+            _link(os.path.join(nccl, "include", entry), os.path.join(building, "include"))
+        for library in glob.glob(os.path.join(nccl, "lib", "libnccl*.so*")):
+            _link_library(library, os.path.join(building, "lib64"))
     libraries = "lib64" if os.path.isdir(os.path.join(home, "lib64")) else "lib"  # pip's CUDA has lib/
     for entry in os.listdir(home):
         if entry in ("include", libraries):
@@ -334,7 +352,7 @@ def cuda_build_environment(nvcc):
 
     Its own Jittor cache; CUTLASS off (a download at first use, for attention ops only);
     CUDA 13's flags; cuDNN in a CUDA tree of ours where Jittor would not find it by itself;
-    the adapted copy of Jittor first on PYTHONPATH.
+    pip's NCCL there too, else Jittor's NCCL off; the adapted copy of Jittor first on PYTHONPATH.
     """
     problem = toolkit_problem(nvcc)
     if problem:
@@ -351,8 +369,14 @@ def cuda_build_environment(nvcc):
     environment = {"nvcc_path": nvcc, "cache_name": cache_name, "use_cutlass": "0"}
     if major >= 13:
         environment.update(cc_flags=CUDA13_FLAGS, use_cutt="0")
-    if not cudnn.found_by_jittor or cudnn.version[0] >= 9:
-        environment["nvcc_path"] = os.path.join(cuda_root(nvcc, cudnn), "bin", "nvcc")
+    nccl = pip_nccl_folder()
+    if nccl or not cudnn.found_by_jittor or cudnn.version[0] >= 9:
+        root = cuda_root(nvcc, cudnn, nccl)
+        environment["nvcc_path"] = os.path.join(root, "bin", "nvcc")
+    if nccl:
+        environment.update(nccl_include_path=os.path.join(root, "include"), nccl_lib_path=os.path.join(root, "lib64"))
+    else:
+        environment["use_nccl"] = "0"
     paths = [adapted_jittor(conv_api)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return environment, None

@@ -1,15 +1,16 @@
 #!/bin/bash
-# The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, graph,
-# profile; all by default, in that order of importance): Jittor's CUDA build set up by
+# The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, mpi,
+# graph, profile; all by default, in that order of importance): Jittor's CUDA build set up by
 # cuda_setup.py alone (no file outside Jittor's cache touched), the parity tests with Jittor
 # on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark;
 # `graph` does the three with Jittor's convolutions on cuDNN's graph API (MCCNET_CONV_API=graph,
 # the experiment that may close the gap to PyTorch with TF32; a copy and cache of its own, so it
 # compiles again); `profile` shows where the time goes (each convolution alone in both frameworks,
 # Jittor's time by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag,
-# with PyTorch on cuDNN's legacy API, and with Jittor on the graph API.
+# with PyTorch on cuDNN's legacy API, and with Jittor on the graph API; `mpi` (where OpenMPI is
+# installed) averages on the GPU under mpirun through pip's NCCL (PyTorch's, already there).
 # A lent machine goes back after ~30 s idle and the next call starts bare, compiling Jittor again:
-# run `setup parity bench`, then `graph`, then `profile` as device time allows, in `run` calls
+# run `setup parity bench mpi`, then `graph`, then `profile` as device time allows, in `run` calls
 # back to back (timeout_s 600 each). The log ($OUT/gpu_check.log) is written as it goes, so a call
 # cut short still returns what finished.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
@@ -26,7 +27,7 @@ LOG=${OUT:-/tmp}/gpu_check.log
 exec > >(tee -a "$LOG") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site
-export use_mpi=0 use_nccl=0  # one GPU: no MPI, and no NCCL build from source (minutes)
+export use_mpi=0  # one GPU: no MPI (the `mpi` step turns it on)
 export use_mkl=0  # no jittor-offline here (above), and oneDNN would be a download
 # Jittor's CUDA build set up and probed as a user's first start does it (compiling the first time);
 # where it fails, the probe again, showing its whole error, and the check stops.
@@ -44,7 +45,7 @@ if backend.cuda_problem and environment:  # the build was tried and failed: its 
 sys.exit(backend.cuda_problem)
 PY
 }
-for step in ${*:-setup parity bench graph profile}; do
+for step in ${*:-setup parity bench mpi graph profile}; do
     case $step in
     setup)
         nvidia-smi -L; command -v nvcc g++; nvcc --version | tail -1
@@ -60,6 +61,19 @@ for step in ${*:-setup parity bench graph profile}; do
     bench)
         echo "speed, both frameworks' defaults (TF32 allowed): what a user gets"
         timeout 540 python3 bench.py --device cuda --repeat 3 ;;
+    mpi)
+        # Under mpirun: each rank's CUDA check stays out of the MPI job, and Jittor averages on the GPU
+        # through pip's NCCL (1 rank; 2 ranks on one GPU: Jittor's NCCL steps aside, MPI through the host).
+        if ! command -v mpirun > /dev/null; then echo "no mpirun on this machine: step skipped"; continue; fi
+        code='import backend, jittor as jt
+backend.use_device("1")
+total = jt.array([float(jt.rank + 1)]).mpi_all_reduce("add").item()
+print("rank", jt.rank, "of", jt.world_size, "sum", total, "NCCL", jt.compile_extern.nccl_ops is not None)'
+        for ranks in 1 2; do
+            use_mpi=1 timeout 300 mpirun --allow-run-as-root --oversubscribe -np $ranks python3 -c "$code"
+        done
+        echo "without NCCL (use_nccl=0): MPI through the host, and the warning"
+        use_mpi=1 use_nccl=0 timeout 300 mpirun --allow-run-as-root -np 1 python3 -c "$code" ;;
     graph)
         echo "cuDNN's graph API for Jittor's convolutions: set-up (compiles), parity, speed"
         MCCNET_CONV_API=graph probe || exit 1
@@ -87,6 +101,6 @@ for step in ${*:-setup parity bench graph profile}; do
         CUDNN_LOGLEVEL_DBG=3 CUDNN_LOGDEST_DBG=$api_log timeout 300 python3 bench.py --device cuda --profile \
             --repeat 1 > /dev/null
         grep -o "val=CUDNN_CONVOLUTION_FWD_ALGO_[A-Z_]*\|val=CUDNN_[A-Z_]*_MATH" "$api_log" | sort | uniq -c ;;
-    *) echo "unknown step $step (setup, parity, bench, graph, profile)"; exit 1 ;;
+    *) echo "unknown step $step (setup, parity, bench, mpi, graph, profile)"; exit 1 ;;
     esac
 done

@@ -1,6 +1,8 @@
 """Jittor start-up: CPU build where CUDA cannot work, CUDA 13 builds, the fallback, device choice, quiet logging."""
 import glob
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ from PIL import Image
 import backend
 import cuda_setup
 from cli import UserError
-from conftest import REPO, run_script
+from conftest import REPO, mpirun, needs_mpi, run_script
 from test_cuda_setup import CUDNN9_LIBRARIES, PIP_CUDA13_LIBRARIES, fake_cudnn, write
 
 
@@ -96,9 +98,8 @@ def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weigh
     a machine where CUDA is asked for, is one line and the CPU (--use_cuda auto) or one error
     (--use_cuda 1).
     """
-    verdict = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
-    if os.path.exists(verdict):
-        os.unlink(verdict)  # probe again: the compiled build itself stays in Jittor's cache
+    if os.path.exists(backend.PROBE_VERDICT):
+        os.unlink(backend.PROBE_VERDICT)  # probe again: the compiled build itself stays in Jittor's cache
     # In Jittor's cache, to stay the same from run to run: Jittor recompiles its core when the tree changes.
     site = os.path.join(cuda_setup.CACHE, "stand-in-site")
     nvcc = stand_in_pip_cuda13(site)
@@ -177,6 +178,67 @@ def test_graph_api_convolutions_choose_and_keep_plans_as_intended(tmp_path):
     result = subprocess.run([program], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all scenarios passed" in result.stdout
+
+
+@needs_mpi
+def test_under_mpirun_the_cuda_check_stays_out_of_the_mpi_job(tmp_path):
+    """Each rank checks Jittor's CUDA build in a child process before it imports Jittor (which starts
+    MPI). A child with mpirun's variables took its rank's place in the job, and the rank's own start
+    of MPI then failed ("ompi_rte_init failed"): the child gets none of them."""
+    verdict = None
+    if os.path.exists(backend.PROBE_VERDICT):  # this machine's own, put back afterwards
+        with open(backend.PROBE_VERDICT) as f:
+            verdict = f.read()
+    env = {k: v for k, v in os.environ.items() if k != "nvcc_path"}  # as a user's: backend chooses
+    try:
+        result = mpirun(2, os.path.join(REPO, "tests", "mpi_probe.py"), tmp_path, env=env)
+    finally:
+        if verdict is not None:
+            write(backend.PROBE_VERDICT, verdict)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        report = (tmp_path / f"rank{rank}.txt").read_text()
+        assert report == f"rank {rank} of 2: sum 3.0; CUDA: AssertionError: no CUDA in this build"
+
+
+def real_nccl_include():
+    """The header folder of pip's NCCL where a toolkit and OpenMPI's compiler are there too, or None."""
+    nccl = cuda_setup.pip_nccl_folder()
+    if nccl and cuda_setup.find_nvcc() and shutil.which("mpicc"):
+        return os.path.join(nccl, "include")
+    return None
+
+
+@pytest.mark.skipif(not real_nccl_include(), reason="needs a CUDA toolkit, OpenMPI and NCCL's headers, which "
+                    "`make setup` installs on GPU machines (pip's nvidia-nccl-cu13); the CPU machines lack NCCL")
+def test_jittors_nccl_ops_compile_against_pip_nccl(tmp_path):
+    """Jittor's NCCL ops (what averages gradients on the GPUs under mpirun), compiled by nvcc as Jittor
+    compiles them against the NCCL that `make setup` installs: the op library, and each collective's
+    float32 JIT code (Jittor's type substitution done here)."""
+    copy = os.path.join(cuda_setup.adapted_jittor(), "jittor")
+    nccl = os.path.join(copy, "extern", "cuda", "nccl")
+    includes = [os.path.join(copy, *folder) for folder in (["src"], ["extern", "cuda", "inc"], ["extern", "mpi", "inc"],
+                                                          ["extern", "cuda", "nccl", "inc"])]
+    mpi_flags = subprocess.run(["mpicc", "--showme:compile"], capture_output=True, text=True, check=True).stdout
+    command = [cuda_setup.find_nvcc(), "-x", "cu", "-std=c++17", "-c", "-DHAS_CUDA", "-include", "helper_string.h",
+               *cuda_setup.CUDA13_FLAGS.split(), *mpi_flags.split(),
+               *(f"-I{folder}" for folder in includes + [real_nccl_include()])]
+    sources = {os.path.join(nccl, "src", "nccl_wrapper.cc"): []}
+    for path in glob.glob(os.path.join(nccl, "ops", "nccl_*_op.cc")):
+        sources[path] = []
+        with open(path) as f:
+            text = f.read()
+        if "@T_NCCL" in text:
+            jit = str(tmp_path / os.path.basename(path))
+            write(jit, re.sub(r"@define\(T_NCCL,(\n\s*@if\(.*\))+\n\s*\)", "", text).replace("@T_NCCL", "ncclFloat"))
+            sources[jit] = ["-DJIT", "-DJIT_cuda", "-DTx=float", f"-I{os.path.join(nccl, 'ops')}"]
+    assert len(sources) == 10  # the wrapper, 5 ops, the JIT code of 4 collectives
+    compiles = {path: subprocess.Popen(command + flags + ["-o", str(tmp_path / f"{i}.o"), path], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+                for i, (path, flags) in enumerate(sources.items())}
+    for path, process in compiles.items():
+        output = process.communicate()[0]
+        assert process.returncode == 0, f"{path}:\n{output}"
 
 
 def test_a_toolkit_without_jittors_libraries_is_not_tried_and_the_device_choice_says_so(tmp_path):

@@ -73,6 +73,7 @@ def machine(tmp_path, monkeypatch):
     monkeypatch.setattr(cuda_setup, "SYSTEM_FOLDERS", [])
     monkeypatch.setattr(cuda_setup, "USUAL_NVCC", ())
     monkeypatch.setattr(cuda_setup, "pip_cudnn_folder", lambda: None)
+    monkeypatch.setattr(cuda_setup, "pip_nccl_folder", lambda: None)
     monkeypatch.setattr(cuda_setup, "pip_toolkit_nvcc", lambda: None)
     monkeypatch.delenv("nvcc_path", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "no-nvcc"))  # the machine's nvcc, if any, is not on it
@@ -87,11 +88,48 @@ def pip_cudnn(machine, monkeypatch):
     return str(folder)
 
 
+def pip_nccl(machine, monkeypatch):
+    """NCCL installed by pip: nvidia/nccl/{include,lib} in site-packages, its library under its versioned name."""
+    folder = machine / "site-packages" / "nvidia" / "nccl"
+    write(str(folder / "include" / "nccl.h"))
+    write(str(folder / "include" / "nccl_device" / "core.h"))
+    write(str(folder / "lib" / "libnccl.so.2"))
+    monkeypatch.setattr(cuda_setup, "pip_nccl_folder", lambda: str(folder))
+    return str(folder)
+
+
 def test_pip_cudnn_is_found_by_its_import_name(tmp_path, monkeypatch):
     folder = tmp_path / "nvidia" / "cudnn"  # a namespace package, as pip installs it (no __init__.py)
     os.makedirs(folder / "lib")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cuda_setup.pip_cudnn_folder() == str(folder)
+
+
+def test_pip_nccl_is_found_by_its_import_name_where_it_has_its_header(tmp_path, monkeypatch):
+    folder = tmp_path / "nvidia" / "nccl"
+    os.makedirs(folder / "lib")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cuda_setup.pip_nccl_folder() is None  # an empty package folder, as a half-removed install leaves
+    write(str(folder / "include" / "nccl.h"))
+    assert cuda_setup.pip_nccl_folder() == str(folder)
+
+
+def test_pip_nccl_is_joined_in_the_tree_where_jittor_looks_for_it(machine, monkeypatch):
+    """Jittor's setup_nccl takes nccl_include_path and nccl_lib_path as they are (no build from
+    source) and loads nccl_lib_path/libnccl.so; pip's NCCL has only libnccl.so.2."""
+    nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
+    pip_cudnn(machine, monkeypatch)
+    assert cuda_setup.cuda_build_environment(nvcc)[0]["use_nccl"] == "0"  # no NCCL: Jittor's own would not build
+    nccl = pip_nccl(machine, monkeypatch)
+    environment, problem = cuda_setup.cuda_build_environment(nvcc)
+    assert problem is None and "use_nccl" not in environment
+    root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
+    assert environment["nccl_include_path"] == os.path.join(root, "include")
+    assert environment["nccl_lib_path"] == os.path.join(root, "lib64")
+    assert os.path.realpath(os.path.join(root, "include", "nccl.h")) == os.path.join(nccl, "include", "nccl.h")
+    assert os.path.isfile(os.path.join(root, "include", "nccl_device", "core.h"))
+    assert os.path.realpath(os.path.join(root, "lib64", "libnccl.so")) == os.path.join(nccl, "lib", "libnccl.so.2")
+    assert os.path.exists(os.path.join(root, "lib64", "libcudnn.so"))  # cuDNN's tree, NCCL added
 
 
 def test_pip_cudnn_9_is_found_by_jittor_under_the_names_it_loads(machine, monkeypatch):
@@ -193,15 +231,22 @@ def test_pip_cudnn_replaces_a_cudnn_inside_the_toolkit(machine, monkeypatch):
     assert not os.path.exists(os.path.join(root, "lib64", "libcudnn.so.8"))
 
 
-def test_cuda_12_with_a_cudnn_8_that_jittor_finds_uses_it_where_it_is(machine):
+def test_cuda_12_with_a_cudnn_8_that_jittor_finds_uses_it_where_it_is(machine, monkeypatch):
     home = str(machine / "cuda-12.2")
     nvcc = fake_toolkit(home, "12.2")
     fake_cudnn(os.path.join(home, "include"), os.path.join(home, "lib64"), 8, ["libcudnn.so.8", "libcudnn.so"])
     environment, problem = cuda_setup.cuda_build_environment(nvcc)
     assert problem is None
     assert environment.pop("PYTHONPATH").split(os.pathsep)[0] == cuda_setup.adapted_jittor()
-    assert environment == {"nvcc_path": nvcc, "cache_name": "cuda12.2", "use_cutlass": "0"}
+    assert environment == {"nvcc_path": nvcc, "cache_name": "cuda12.2", "use_cutlass": "0", "use_nccl": "0"}
     assert os.listdir(cuda_setup.CACHE) == [os.path.basename(cuda_setup.adapted_jittor())]  # no CUDA tree
+    # With pip's NCCL, a tree for it, where that cuDNN stays the one Jittor finds.
+    pip_nccl(machine, monkeypatch)
+    environment, _ = cuda_setup.cuda_build_environment(nvcc)
+    root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
+    assert root.startswith(cuda_setup.CACHE) and environment["nccl_lib_path"] == os.path.join(root, "lib64")
+    assert os.path.realpath(os.path.join(root, "lib64", "libcudnn.so")).startswith(os.path.join(home, "lib64",
+                                                                                               "libcudnn.so"))
 
 
 def test_jittors_own_cuda_comes_first_as_in_jittor(machine, monkeypatch):
@@ -291,7 +336,8 @@ def test_make_setup_installs_what_the_gpu_needs(machine, monkeypatch, capsys):
         monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / release), release))
         major = release.split(".")[0]
         assert cuda_setup.requirements_files() == [f"requirements-cuda{major}.txt"]
-        assert pins(f"requirements-cuda{major}.txt") == [f"nvidia-cudnn-cu{major}==9.20.0.48"]
+        assert pins(f"requirements-cuda{major}.txt") == [f"nvidia-cudnn-cu{major}==9.20.0.48",
+                                                          f"nvidia-nccl-cu{major}==2.29.7"]
     assert pins(cuda_setup.PIP_TOOLKIT) == [
         "cuda-toolkit[nvcc,cudart,crt,nvvm,cccl,cublas,curand,cufft,cusparse]==13.0.3"]
     both = ["requirements-cuda13.txt", cuda_setup.PIP_TOOLKIT]
