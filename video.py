@@ -152,16 +152,21 @@ class VideoWriter:
         self.container.close()
 
     def abort(self):
-        """Close after a failure: what closing still writes (the MP4's index) is dropped."""
+        """Close after a failure: what closing still writes (the MP4's index) is dropped, and so is the
+        error closing reports when a write failed before (FFmpeg keeps it and gives it again): the
+        failure being handled is the one to tell."""
         self.file.failed = True
         if self.audio:
             self.audio.source.close()
-        self.container.close()
+        try:
+            self.container.close()
+        except av.FFmpegError:
+            pass
 
 
 class _OutputFile:
     """The file PyAV writes through, until a write fails (a full disk) or the writer aborts; then
-    writes and seeks are dropped, so that closing the broken container raises nothing more.
+    writes and seeks are dropped, so that closing the broken container writes nothing more.
     (`+faststart` moves the index to the front once the file is complete: FFmpeg reads the
     file back, through `read` and by reopening `name`.)"""
 

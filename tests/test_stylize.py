@@ -420,6 +420,32 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(stylize, clips, full_disk, t
     assert os.listdir(full_disk) == []
 
 
+class NoiseStylizer:
+    """The network's place taken by noise, which x264 cannot compress: a small disk fills at once."""
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def set_styles(self, styles):
+        pass
+
+    def __call__(self, frames):
+        return [self.rng.integers(0, 256, frame.shape, np.uint8) for frame in frames]
+
+
+@pytest.mark.parametrize("frames", [8, 200], ids=["at the encoder's flush", "while frames are written"])
+def test_a_disk_that_fills_at_any_point_of_a_video_is_one_line(clips, full_disk, tmp_path, frames):
+    # x264 holds frames back (at the medium preset a lookahead of 40, and more with more threads): 8 frames
+    # reach the disk only when the encoder is flushed at the end, 200 while frames are still being written.
+    # Either way FFmpeg reports the failed write again when the broken file is closed.
+    content = tmp_path / "noise.mp4"
+    make_clip(str(content), 320, 240, frames=frames, audio=None)
+    args = test_video.parse_args(["--content", str(content), "--style", clips["style"]])
+    with pytest.raises(cli.UserError, match="No space left on device.*nothing was written"):
+        test_video.stylize_video(str(content), [clips["style"]], str(full_disk / "out.mp4"), NoiseStylizer(), args)
+    assert os.listdir(full_disk) == []
+
+
 def test_half_on_the_cpu_is_one_clear_line(stylize, clips, tmp_path):
     out = tmp_path / "out"
     code, lines = stylize("--content", clips["paths"]["main"], "--style", clips["style"], "--output", out,
