@@ -14,11 +14,13 @@
 # back to back (timeout_s 600 each). The log ($OUT/gpu_check.log) is written as it goes, so a call
 # cut short still returns what finished.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
-# package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 60 MiB of
-# the 64 allowed), made on a machine with the index:
+# package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 61 MiB of
+# the 64 allowed), made on a machine with the index (tensorboardX, which bench.py needs through
+# train.py, is not on the machine; protobuf is, perhaps newer than the one its generated code accepts):
 #   pip wheel --no-deps -w .whl jittor==1.3.11.0
 #   pip download --python-version 3.12 --only-binary :all: --no-deps -d .whl numpy==1.26.4 \
-#       pillow==11.3.0 av==18.1.0 tqdm==4.67.1 pytest==8.4.2 pluggy iniconfig
+#       pillow==11.3.0 av==18.1.0 tqdm==4.67.1 pytest==8.4.2 pluggy iniconfig tensorboardX==2.6.2.2 \
+#       protobuf==4.25.8
 # jittor-offline (27 MB, oneDNN for Jittor's CPU convolutions) does not fit: use_mkl=0, the
 # tests' Jittor runs on the GPU. cuDNN is the one pip installed next to PyTorch, found the
 # way `make setup`'s would be (cuda_setup.pip_cudnn_folder).
