@@ -2,7 +2,11 @@
 # sample video) and `make test` (set up, run the test suite). The virtual environment is
 # made on first use; on a GPU machine it gets cuDNN and NCCL too (and CUDA 13 where no toolkit has what
 # Jittor needs); the tests add PyTorch.
-PYTHON ?= python3
+# Jittor 1.3.11 and the pinned packages exist for Python 3.11 and 3.12: the first of python3, python3.11
+# and python3.12 that is one of them makes the virtual environment (`make PYTHON=... demo` names another).
+SUPPORTED_PYTHON := import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))
+PYTHON ?= $(or $(shell for p in python3 python3.11 python3.12; do \
+	$$p -c '$(SUPPORTED_PYTHON)' 2>/dev/null && echo $$p && break; done),python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -19,6 +23,9 @@ install_gpu_requirements = gpu_requirements=$$($(PY) cuda_setup.py) && \
 
 $(VENV)/.installed: requirements.txt requirements-cuda12.txt requirements-cuda13.txt \
 		requirements-cuda13-toolkit.txt cuda_setup.py
+	@$(PYTHON) -c '$(SUPPORTED_PYTHON)' 2>/dev/null || { echo "error: MCCNet needs Python 3.11 or 3.12, and \
+	$(PYTHON) is neither: install one (Debian/Ubuntu: apt-get install python3.11-venv python3.11-dev), then \
+	run make again, or name it: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
 	$(call install_gpu_requirements)

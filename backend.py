@@ -1,5 +1,10 @@
 """Jittor start-up. Import this module before anything imports jittor.
 
+Jittor compiles its operators at their first use, with g++ against the running Python's
+headers: where either is missing, one line says what to install (Jittor's import would end in
+a traceback), and in a virtual environment made from a Python of pyenv, uv or conda, Jittor is
+given that Python's python3.X-config, which it would not find.
+
 Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the PATH and
 then loads the CUDA runtime next to it. Here we look first:
 - no GPU: nvcc is hidden from Jittor (the `nvcc_path` environment variable, empty), a CPU
@@ -23,6 +28,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +47,8 @@ print("CUDA works")
 PROBE_PASSED = "CUDA works"
 PROBE_VERDICT = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
 MPI_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_")  # OpenMPI's mpirun and its PMIx server
+# Where Jittor itself looks for python3.X-config besides the running executable's folder.
+SYSTEM_CONFIG_FOLDERS = ("/usr/bin", "/usr/local/bin")
 cuda_problem = None  # why Jittor's CUDA build could not be used here, when it was tried
 
 
@@ -123,10 +131,45 @@ def jittor_cache_is_cold():
     return not glob.glob(os.path.join(jittor_utils.cache_path, "jittor_core*.so"))
 
 
+def python_config():
+    """The python3.X-config whose headers Jittor will compile against, or None where there is none.
+
+    Jittor looks at `python_config_path`, beside the running executable, in /usr/bin and in
+    /usr/local/bin: in a virtual environment made from a Python of pyenv, uv or conda it misses
+    that Python's own, in the base installation's bin/, which is added last. Where Jittor finds one,
+    the same one is returned: another would change Jittor's compile flags, and Jittor then
+    rebuilds part of itself and exits, asking for a rerun.
+    """
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}-config"
+    folder = os.path.dirname(sys.executable)
+    jittors = [os.environ.get("python_config_path"), os.path.join(folder, name), f"{sys.executable}-config"]
+    jittors += [os.path.join(system, name) for system in SYSTEM_CONFIG_FOLDERS]
+    jittors += [os.path.join(folder, "python3-config")]
+    base = os.path.join(sys.base_prefix, "bin", name)
+    return next((path for path in jittors + [base] if path and os.path.isfile(path)), None)
+
+
+def check_build_tools():
+    """Jittor compiles its operators at their first use, with g++ against the running Python's headers:
+    without either its import ends in a traceback. One line instead, saying what to install."""
+    if not (os.environ.get("cc_path") or shutil.which("g++")):
+        raise SystemExit("error: Jittor compiles its operators with g++, which is not installed here: install it "
+                         "(Debian/Ubuntu: apt-get install g++), or set cc_path to a C++ compiler")
+    config = python_config()
+    if config is None:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        raise SystemExit(f"error: Jittor compiles against Python {version}'s headers, and python{version}-config "
+                         f"is not installed: install them (Debian/Ubuntu: apt-get install python{version}-dev), "
+                         "or set python_config_path to that file")
+    os.environ["python_config_path"] = config
+
+
 def prepare_environment():
-    """Before Jittor's import: quiet logs, a CUDA build only where it works, a word when it will compile."""
+    """Before Jittor's import: quiet logs, the tools it compiles with, a CUDA build only where it works,
+    a word when it will compile."""
     global cuda_problem
     os.environ.setdefault("log_silent", "1")
+    check_build_tools()
     forced = os.environ.get("nvcc_path")
     if forced or ("nvcc_path" not in os.environ and cuda_setup.gpu_present()):
         environment, cuda_problem = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())

@@ -53,6 +53,49 @@ def test_import_is_quiet_and_needs_no_network():
     assert "[i " not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_without_gpp_one_line_says_what_to_install():
+    env = {k: v for k, v in os.environ.items() if k != "cc_path"}
+    env["PATH"] = os.path.dirname(sys.executable)  # the venv's programs: python, pip, no compiler
+    result = subprocess.run([sys.executable, "-c", "import test_video"], cwd=REPO, env=env, capture_output=True,
+                            text=True)
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        "error: Jittor compiles its operators with g++, which is not installed here: install it "
+        "(Debian/Ubuntu: apt-get install g++), or set cc_path to a C++ compiler"])
+
+
+def a_python_made_of(monkeypatch, folder, base, system):
+    """This process's Python, as backend sees it, made a venv in `folder` from a Python in `base`; `system`:
+    the folders besides the executable's where Jittor looks for python3.X-config."""
+    monkeypatch.delenv("python_config_path", raising=False)
+    monkeypatch.setattr(sys, "executable", str(folder / "bin" / "python"))
+    monkeypatch.setattr(sys, "base_prefix", str(base))
+    monkeypatch.setattr(backend, "SYSTEM_CONFIG_FOLDERS", tuple(map(str, system)))
+
+
+def test_without_python_headers_one_line_says_what_to_install(monkeypatch, tmp_path):
+    a_python_made_of(monkeypatch, tmp_path / "venv", tmp_path / "base", [tmp_path / "usr" / "bin"])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(SystemExit, match=rf"^error: Jittor compiles against Python {version}'s headers, and "
+                                         rf"python{version}-config is not installed: install them \(Debian/Ubuntu: "
+                                         rf"apt-get install python{version}-dev\), or set python_config_path"):
+        backend.check_build_tools()
+
+
+def test_jittor_gets_the_python_config_of_the_python_the_venv_was_made_from(monkeypatch, tmp_path):
+    """In a venv made from pyenv's, uv's or conda's Python, Jittor found no python3.X-config (a traceback):
+    that Python's own is given to it. One that Jittor finds is kept (another would change its flags)."""
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}-config"
+    base, system = tmp_path / "pyenv" / "versions" / "3.x", tmp_path / "usr" / "bin"
+    a_python_made_of(monkeypatch, tmp_path / "venv", base, [system])
+    write(str(base / "bin" / name))
+    backend.check_build_tools()
+    assert os.environ["python_config_path"] == str(base / "bin" / name)
+    monkeypatch.delenv("python_config_path")
+    write(str(system / name))
+    backend.check_build_tools()
+    assert os.environ["python_config_path"] == str(system / name)
+
+
 CUDA_TOOLKIT = "/usr/local/cuda/bin/nvcc"
 
 

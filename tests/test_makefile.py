@@ -1,0 +1,48 @@
+"""The set-up command: the virtual environment is made with a Python that the pinned packages exist for."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+# What `make setup` reads: the Makefile and the files its first target depends on.
+SETUP_FILES = ("Makefile", "requirements.txt", "requirements-cuda12.txt", "requirements-cuda13.txt",
+               "requirements-cuda13-toolkit.txt", "cuda_setup.py")
+PYTHON_310 = '#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.10.12" && exit 0\nexit 1\n'
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A folder holding what `make setup` reads, and bin/python3: a Python 3.10 (a shell script saying so)."""
+    for name in SETUP_FILES:
+        shutil.copy(os.path.join(REPO, name), tmp_path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").write_text(PYTHON_310)
+    (tmp_path / "bin" / "python3").chmod(0o755)
+    return tmp_path
+
+
+def make(folder, *argv, path=None):
+    env = dict(os.environ, PATH=path or os.environ["PATH"])
+    return subprocess.run(["make", "-C", str(folder), "--no-print-directory", *argv], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_an_unsupported_python_is_refused_in_one_line_before_anything_is_made(checkout):
+    result = make(checkout, "PYTHON=bin/python3", "setup")
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == (
+        "error: MCCNet needs Python 3.11 or 3.12, and bin/python3 is neither: install one (Debian/Ubuntu: apt-get "
+        "install python3.11-venv python3.11-dev), then run make again, or name it: make PYTHON=/path/to/python3.11 ...")
+    assert not (checkout / ".venv").exists()
+
+
+def test_where_python3_is_too_old_python3_11_makes_the_environment(checkout):
+    """Ubuntu 22.04's python3 is 3.10; a python3.11 beside it (deadsnakes, pyenv) is taken instead."""
+    (checkout / "bin" / "python3.11").write_text("#!/bin/sh\nexit 0\n")  # answers the version check: 3.11
+    (checkout / "bin" / "python3.11").chmod(0o755)
+    result = make(checkout, "--dry-run", "setup", path=f"{checkout / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert result.returncode == 0, result.stderr
+    assert "python3.11 -m venv .venv" in result.stdout.splitlines()
