@@ -3,7 +3,8 @@
 Jittor compiles its operators at their first use, with g++ against the running Python's
 headers: where either is missing, one line says what to install (Jittor's import would end in
 a traceback), and in a virtual environment made from a Python of pyenv, uv or conda, Jittor is
-given that Python's python3.X-config, which it would not find.
+given that Python's python3.X-config, which it would not find. Where those flags changed since
+Jittor's last start, its import exits, asking for a rerun: the command starts again.
 
 Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the PATH and
 then loads the CUDA runtime next to it. Here we look first:
@@ -49,6 +50,8 @@ PROBE_VERDICT = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccne
 MPI_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_")  # OpenMPI's mpirun and its PMIx server
 # Where Jittor itself looks for python3.X-config besides the running executable's folder.
 SYSTEM_CONFIG_FOLDERS = ("/usr/bin", "/usr/local/bin")
+RESTARTED = "MCCNET_JITTOR_RESTARTED"  # set in a process that import_jittor started again
+JITTOR_RECOMPILES = "Jittor's compile flags changed since its last start: it recompiles itself (minutes), then goes on"
 cuda_problem = None  # why Jittor's CUDA build could not be used here, when it was tried
 
 
@@ -188,9 +191,32 @@ def prepare_environment():
               file=sys.stderr, flush=True)
 
 
-prepare_environment()
-import jittor as jt  # noqa: E402  (must come after prepare_environment)
+def import_jittor():
+    """Jittor, imported (after `prepare_environment`).
 
+    Where Jittor's compile flags changed since its last start (another `cc_flags`, other Python
+    headers), it rebuilds its compile utilities and calls sys.exit(0), asking for a rerun in a
+    message that log_silent hides: the command would end, successfully, having done nothing.
+    The process is started again instead, once.
+    """
+    try:
+        import jittor
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise
+        if os.environ.get(RESTARTED):
+            raise SystemExit("error: Jittor rebuilt its compile utilities twice in a row and asks for a rerun; "
+                             "run the command again")
+        os.environ[RESTARTED] = "1"
+        print(JITTOR_RECOMPILES, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os.execv(sys.executable, sys.orig_argv)
+    os.environ.pop(RESTARTED, None)  # the processes this one starts may need their own restart
+    return jittor
+
+
+prepare_environment()
+jt = import_jittor()
 jt.flags.log_silent = 1
 
 

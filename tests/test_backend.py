@@ -63,6 +63,34 @@ def test_without_gpp_one_line_says_what_to_install():
         "(Debian/Ubuntu: apt-get install g++), or set cc_path to a C++ compiler"])
 
 
+# A stand-in for Jittor where its compile flags changed: the first import (or every one) ends as Jittor's does
+# after rebuilding its compile utilities, with sys.exit(0); a later one succeeds.
+JITTOR_ASKING_FOR_A_RERUN = """import os, sys
+if os.environ.get("ALWAYS") or not os.path.exists(os.environ["MARKER"]):
+    open(os.environ["MARKER"], "a").close()
+    sys.exit(0)
+class flags:
+    pass
+"""
+
+
+@pytest.mark.parametrize("always", [False, True], ids=["once", "every time"])
+def test_when_jittor_asks_for_a_rerun_the_command_is_started_again(tmp_path, always):
+    """Jittor exits with status 0 where its compile flags changed (another cc_flags, other Python headers):
+    the command would end, successfully, having done nothing. It starts again (once: then an error)."""
+    write(str(tmp_path / "jittor" / "__init__.py"), JITTOR_ASKING_FOR_A_RERUN)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", MARKER=str(tmp_path / "marker"),
+               ALWAYS="1" if always else "")
+    result = subprocess.run([sys.executable, "-c", "import backend; print('started', backend.jt.flags.log_silent)"],
+                            cwd=REPO, env=env, capture_output=True, text=True)
+    if always:
+        assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", [
+            backend.JITTOR_RECOMPILES, "error: Jittor rebuilt its compile utilities twice in a row and asks for a rerun; run the command again"])
+    else:
+        assert (result.returncode, result.stdout, result.stderr.splitlines()) == (0, "started 1\n",
+                                                                                  [backend.JITTOR_RECOMPILES])
+
+
 def a_python_made_of(monkeypatch, folder, base, system):
     """This process's Python, as backend sees it, made a venv in `folder` from a Python in `base`; `system`:
     the folders besides the executable's where Jittor looks for python3.X-config."""
