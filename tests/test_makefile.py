@@ -10,12 +10,13 @@ from conftest import REPO
 # What `make setup` reads: the Makefile and the files its first target depends on.
 SETUP_FILES = ("Makefile", "requirements.txt", "requirements-cuda12.txt", "requirements-cuda13.txt",
                "requirements-cuda13-toolkit.txt", "cuda_setup.py")
-PYTHON_310 = '#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.10.12" && exit 0\nexit 1\n'
+# Stand-ins for interpreters, as the Makefile's version check sees them: fails it (3.10), passes it (3.11).
+PYTHON_310, PYTHON_311 = "#!/bin/sh\nexit 1\n", "#!/bin/sh\nexit 0\n"
 
 
 @pytest.fixture
 def checkout(tmp_path):
-    """A folder holding what `make setup` reads, and bin/python3: a Python 3.10 (a shell script saying so)."""
+    """A folder holding what `make setup` reads, and bin/python3: a Python 3.10."""
     for name in SETUP_FILES:
         shutil.copy(os.path.join(REPO, name), tmp_path)
     (tmp_path / "bin").mkdir()
@@ -41,7 +42,7 @@ def test_an_unsupported_python_is_refused_in_one_line_before_anything_is_made(ch
 
 def test_where_python3_is_too_old_python3_11_makes_the_environment(checkout):
     """Ubuntu 22.04's python3 is 3.10; a python3.11 beside it (deadsnakes, pyenv) is taken instead."""
-    (checkout / "bin" / "python3.11").write_text("#!/bin/sh\nexit 0\n")  # answers the version check: 3.11
+    (checkout / "bin" / "python3.11").write_text(PYTHON_311)
     (checkout / "bin" / "python3.11").chmod(0o755)
     result = make(checkout, "--dry-run", "setup", path=f"{checkout / 'bin'}{os.pathsep}{os.environ['PATH']}")
     assert result.returncode == 0, result.stderr
