@@ -85,7 +85,8 @@ def test_when_jittor_asks_for_a_rerun_the_command_is_started_again(tmp_path, alw
                             cwd=REPO, env=env, capture_output=True, text=True)
     if always:
         assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", [
-            backend.JITTOR_RECOMPILES, "error: Jittor rebuilt its compile utilities twice in a row and asks for a rerun; run the command again"])
+            backend.JITTOR_RECOMPILES,
+            "error: Jittor rebuilt its compile utilities twice in a row and asks for a rerun; run the command again"])
     else:
         assert (result.returncode, result.stdout, result.stderr.splitlines()) == (0, "started 1\n",
                                                                                   [backend.JITTOR_RECOMPILES])
