@@ -140,8 +140,8 @@ def python_config():
     Jittor looks at `python_config_path`, beside the running executable, in /usr/bin and in
     /usr/local/bin: in a virtual environment made from a Python of pyenv, uv or conda it misses
     that Python's own, in the base installation's bin/, which is added last. Where Jittor finds one,
-    the same one is returned: another would change Jittor's compile flags, and Jittor then
-    rebuilds part of itself and exits, asking for a rerun.
+    the same one is returned: another would change Jittor's compile flags, and Jittor would then
+    recompile itself (minutes, see `import_jittor`).
     """
     name = f"python{sys.version_info.major}.{sys.version_info.minor}-config"
     folder = os.path.dirname(sys.executable)
