@@ -74,8 +74,17 @@ def regular_file(path, flag=None):
     return path
 
 
+def existing_folder(path, name):
+    """Check that `path` is a folder; `name` (a flag and the path) starts the error line."""
+    if not os.path.isdir(path):
+        raise UserError(f"{name}: {'not a folder' if os.path.exists(path) else 'no such folder'}")
+    return path
+
+
 def writable_folder(folder, flag):
     """Create `folder` if needed and check that files can be written there (before hours of work)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--{flag} {folder}: a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

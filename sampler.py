@@ -14,7 +14,7 @@ import numpy as np
 from jittor.dataset import Dataset
 
 import transformer
-from cli import UserError
+from cli import UserError, existing_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 # Jittor gives each worker a shared-memory ring buffer of 512 MB by default (16 workers:
@@ -25,8 +25,7 @@ MAX_SUBSTITUTES = 100  # unreadable images in a row before the loader gives up
 
 def find_images(folder):
     """Image files under `folder` at any depth, by extension, hidden files and folders left out."""
-    if not os.path.isdir(folder):
-        raise UserError(f"{folder}: no such folder")
+    existing_folder(folder, folder)
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))

@@ -25,7 +25,8 @@ import jittor as jt
 import net
 import transformer
 import video
-from cli import ArgumentParser, UserError, atomic_output, regular_file, run, write_atomically, writable_folder
+from cli import (ArgumentParser, UserError, atomic_output, existing_folder, regular_file, run, write_atomically,
+                 writable_folder)
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 
@@ -97,14 +98,17 @@ def media_files(path, folder, what):
     if bool(path) == bool(folder):
         raise UserError(f"give either --{what} or --{what}_dir")
     if folder:
-        if not os.path.isdir(folder):
-            raise UserError(f"--{what}_dir {folder}: no such folder")
+        existing_folder(folder, f"--{what}_dir {folder}")
         files = sorted(os.path.join(folder, name) for name in os.listdir(folder)
                        if not name.startswith(".") and os.path.isfile(os.path.join(folder, name)))
         if not files:
             raise UserError(f"--{what}_dir {folder}: holds no files")
         return files
-    return [regular_file(p, f"--{what}") for p in path.split(",") if p]
+    paths = [p for p in path.split(",") if p]
+    for p in paths:
+        if os.path.isdir(p):
+            raise UserError(f"--{what} {p}: a folder; give a folder of inputs with --{what}_dir")
+    return [regular_file(p, f"--{what}") for p in paths]
 
 
 def kinds_of(files, what, from_folder):

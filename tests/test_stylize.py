@@ -253,6 +253,9 @@ def bad_input_cases(clips, tmp):
     return {
         "missing content": (["--content", tmp / "nope.mp4", "--style", style], "nope.mp4: no such file"),
         "missing style": (["--content", main, "--style", tmp / "nope.jpg"], "nope.jpg: no such file"),
+        "content is a folder": (["--content", tmp, "--style", style],
+                                f"--content {tmp}: a folder; give a folder of inputs with --content_dir"),
+        "content_dir is a file": (["--content_dir", main, "--style", style], f"--content_dir {main}: not a folder"),
         "a fifo": (["--content", tmp / "fifo.mp4", "--style", style], "not a regular file"),
         "neither image nor video": (["--content", text, "--style", style], "neither an image nor a video"),
         "truncated picture": (["--content", truncated, "--style", style], "not an image that can be read"),
@@ -269,6 +272,8 @@ def bad_input_cases(clips, tmp):
                         "must be finite"),
         "output not writable": (["--content", main, "--style", style, "--output", blocked / "sub"],
                                 "cannot write there"),
+        "output is a file": (["--content", main, "--style", style, "--output", blocked],
+                             f"--output {blocked}: a file, not a folder"),
         "style is a video": (["--content", main, "--style", main], "a style must be an image"),
         "unknown flag": (["--content", main, "--style", style, "--colour"], "unrecognized arguments: --colour"),
         "style too large": (["--content", tall, "--style", style, "--content_size", "0", "--max_pixels", "20000"],
@@ -276,9 +281,9 @@ def bad_input_cases(clips, tmp):
     }
 
 
-CASES = ["missing content", "missing style", "a fifo", "neither image nor video", "truncated picture",
-         "video without frames", "too small", "alpha", "alpha nan", "weights count", "weights nan", "weights inf",
-         "output not writable", "style is a video", "unknown flag", "style too large"]
+CASES = ["missing content", "missing style", "content is a folder", "content_dir is a file", "a fifo",
+         "neither image nor video", "truncated picture", "video without frames", "too small", "alpha", "alpha nan", "weights count", "weights nan", "weights inf",
+         "output not writable", "output is a file", "style is a video", "unknown flag", "style too large"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -86,6 +86,7 @@ def test_corrupt_image_is_skipped_with_a_warning(dataset_folder, capfd):
 
 @pytest.mark.parametrize("make,expected", [
     (lambda d: d / "nope", "no such folder"),
+    (lambda d: d / "readme.txt", "readme.txt: not a folder"),
     (lambda d: d, "holds no image files"),
 ])
 def test_bad_folders(tmp_path, make, expected):
