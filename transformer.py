@@ -88,8 +88,19 @@ def image_to_array(image):
 
 
 def array_to_image(array):
-    """CHW float (any range) → HWC uint8, rounding as torchvision's save_image: x·255 + 0.5, clamped."""
-    return np.clip(np.asarray(array, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    """CHW float (any range) → HWC uint8, rounding as torchvision's save_image: x·255 + 0.5, clamped.
+
+    The result is C-contiguous, channel by channel: PyAV copies such a frame at once and a
+    transposed view value by value (a 1080p frame: 0.9 ms against 16.5 ms), and `np.ascontiguousarray`
+    of that view would take 8 ms more.
+    """
+    scaled = np.asarray(array, dtype=np.float32) * np.float32(255.0)
+    scaled += np.float32(0.5)
+    planes = np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
+    image = np.empty(planes.shape[1:] + planes.shape[:1], np.uint8)
+    for channel, plane in enumerate(planes):
+        image[..., channel] = plane
+    return image
 
 
 def image_bytes(array, extension):

@@ -62,6 +62,16 @@ def test_array_round_trip_and_rounding():
     assert transformer.array_to_image(values)[0, :, 0].tolist() == [0, 0, 1, 127, 255, 255]
 
 
+def test_array_to_image_rounds_as_save_image_into_a_contiguous_image():
+    # torchvision's save_image: mul(255).add_(0.5).clamp_(0, 255).to(uint8). The image must be C-contiguous:
+    # PyAV copies such a frame at once, a strided view value by value (a 1080p frame: 0.9 against 16.5 ms).
+    values = np.random.default_rng(5).normal(0.5, 0.6, (3, 37, 53)).astype(np.float32)
+    image = transformer.array_to_image(values[:, 1:, 2:])  # a crop, as test_video.py crops the decoder's output
+    expected = torch.from_numpy(values[:, 1:, 2:].copy()).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    np.testing.assert_array_equal(image, expected.permute(1, 2, 0).numpy())
+    assert image.flags.c_contiguous
+
+
 def saved(image, fmt="PNG", **kwargs):
     buffer = io.BytesIO()
     image.save(buffer, fmt, **kwargs)
