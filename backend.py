@@ -226,15 +226,20 @@ def add_device_argument(parser):
                              "0 forces the CPU, 1 requires CUDA and fails without it")
 
 
+def why_no_cuda():
+    """Why Jittor has no CUDA here, in a few words (where `jt.has_cuda` is false)."""
+    if cuda_problem:
+        return f"Jittor's CUDA build does not work here ({cuda_problem})"
+    return "Jittor has no usable CUDA here ({})".format(
+        "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU")
+
+
 def use_device(choice):
     """Select CPU or GPU for everything Jittor computes from now on; say why a GPU goes unused."""
     if choice == "auto" and cuda_problem:
         print(f"Jittor's CUDA build does not work here ({cuda_problem}): using the CPU", file=sys.stderr)
     if choice == "1" and not jt.has_cuda:
-        why = (f"Jittor's CUDA build does not work here ({cuda_problem})" if cuda_problem else
-               "Jittor has no usable CUDA here ({})".format(
-                   "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"))
-        raise UserError(f"--use_cuda 1: {why}; use --use_cuda 0")
+        raise UserError(f"--use_cuda 1: {why_no_cuda()}; use --use_cuda 0")
     jt.flags.use_cuda = int(choice == "1" or (choice == "auto" and jt.has_cuda))
     if jt.flags.use_cuda and jt.in_mpi and jt.compile_extern.nccl_ops is None and jt.rank == 0:
         print("warning: Jittor has no NCCL here (`make setup` installs it): gradients are averaged through the "

@@ -21,7 +21,6 @@ Both frameworks get the same random weights (speed does not depend on their valu
 inputs; they run in turns after a warm-up, so that both see the same drift in the load of
 a shared machine. Needs PyTorch (requirements-dev.txt).
 """
-import argparse
 import collections
 import os
 import re
@@ -39,6 +38,7 @@ import test_video
 import train
 import transformer
 import video
+from cli import ArgumentParser, UserError, run
 import torch  # after Jittor's start-up (backend) has run
 from tests import torch_mccnet as tm
 from tests.clips import make_clip
@@ -255,14 +255,20 @@ def machine(device):
     return f"{names[0] if names else 'CPU'}, {os.cpu_count()} cores"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both frameworks run")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each case (after 2 warm-up runs)")
     parser.add_argument("--profile", action="store_true",
                         help="instead of the table: each convolution alone in both frameworks, and Jittor's "
                              "time by kind of op, for one stylization at the first image size")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat}: must be at least 1")
+    if args.device == "cuda" and not jt.has_cuda:
+        raise UserError(f"--device cuda: {backend.why_no_cuda()}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device cuda: this PyTorch ({torch.__version__}) has no usable CUDA")
     backend.use_device("1" if args.device == "cuda" else "0")
     torch.set_num_threads(os.cpu_count())
     settings = SETTINGS[args.device]
@@ -281,4 +287,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

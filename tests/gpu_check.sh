@@ -44,7 +44,7 @@ if backend.cuda_problem and environment:  # the build was tried and failed: its 
     child = subprocess.run([sys.executable, "-c", backend.PROBE], env=dict(os.environ, **environment),
                            capture_output=True, text=True)
     sys.exit(child.stdout[-3000:] + child.stderr[-6000:])
-sys.exit(backend.cuda_problem)
+sys.exit(backend.cuda_problem or (None if jittor.has_cuda else "Jittor did not even try its CUDA build here"))
 PY
 }
 for step in ${*:-setup parity bench mpi graph profile}; do

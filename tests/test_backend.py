@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import backend
+import bench
 import cuda_setup
 from cli import UserError
 from conftest import REPO, mpirun, needs_mpi, run_script
@@ -31,6 +32,17 @@ def test_use_cuda_1_without_cuda_is_a_clear_error():
     why = "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"  # the tests' CPU build (conftest)
     with pytest.raises(UserError, match=rf"--use_cuda 1: Jittor has no usable CUDA here \({why}\); use --use_cuda 0"):
         backend.use_device("1")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--device", "cuda"], "--device cuda: Jittor has no usable CUDA here ({why})"),
+    (["--repeat", "0"], "--repeat 0: must be at least 1"),
+])
+def test_bench_refuses_in_one_line(run_main, argv, expected):
+    if jt.has_cuda and "cuda" in argv:
+        pytest.skip("this machine has CUDA, so --device cuda is valid here")
+    why = "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"  # the tests' CPU build (conftest)
+    assert run_main(bench, *argv) == (1, ["error: " + expected.format(why=why)])
 
 
 def test_auto_and_0_select_the_cpu_here():
