@@ -22,8 +22,11 @@ them does not recompile. A user can force either way by setting `nvcc_path` befo
 starting Python.
 
 oneDNN, which makes Jittor's CPU convolutions as fast as PyTorch's, comes from the
-`jittor-offline` package (requirements.txt): nothing here needs the network.
+`jittor-offline` package (requirements.txt): nothing here needs the network. Its large
+temporary blocks are reused instead of being mapped afresh at every call
+(`keep_freed_memory_for_reuse`).
 """
+import ctypes
 import glob
 import importlib.metadata
 import json
@@ -51,6 +54,8 @@ MPI_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_")  # OpenMPI's mpirun and its PMIx serv
 # Where Jittor itself looks for python3.X-config besides the running executable's folder.
 SYSTEM_CONFIG_FOLDERS = ("/usr/bin", "/usr/local/bin")
 RESTARTED = "MCCNET_JITTOR_RESTARTED"  # set in a process that import_jittor started again
+# mallopt(3) parameters of glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 JITTOR_RECOMPILES = "Jittor's compile flags changed since its last start: it recompiles itself (minutes), then goes on"
 cuda_problem = None  # why Jittor's CUDA build could not be used here, when it was tried
 
@@ -128,6 +133,25 @@ def keep_compile_workers_out_of_terminal_signals():
     jittor_utils.pool_initializer = pool_initializer
 
 
+def keep_freed_memory_for_reuse():
+    """Have glibc keep freed memory in the process instead of handing it back to the system.
+
+    oneDNN, under Jittor's CPU convolutions, allocates its reordered copies of inputs, weights
+    and outputs with malloc at every call. glibc serves each block above 32 MB with a fresh
+    mapping and unmaps it when freed, so every call faulted in and zeroed new pages again: a
+    512×512 stylization spent 0.3 s of 1.4 s in the kernel, a training step at the original's
+    batch of eight 256×256 crops 7.7 s of 25 s. With glibc's heap alone serving every block and
+    never shrunk, they take 1.2 s and 20 s (2026-11-29, 2 cores, docs/history.md), for 10–20%
+    more peak memory. Elsewhere than glibc (no libc.so.6) nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_MAX, 0)
+    libc.mallopt(M_TRIM_THRESHOLD, -1)  # -1: never give the top of the heap back
+
+
 def jittor_cache_is_cold():
     """True when Jittor has not compiled its core yet for this machine and Python."""
     import jittor_utils
@@ -168,9 +192,10 @@ def check_build_tools():
 
 
 def prepare_environment():
-    """Before Jittor's import: quiet logs, the tools it compiles with, a CUDA build only where it works,
-    a word when it will compile."""
+    """Before Jittor's import: memory reuse, quiet logs, the tools it compiles with, a CUDA build only
+    where it works, a word when it will compile."""
     global cuda_problem
+    keep_freed_memory_for_reuse()
     os.environ.setdefault("log_silent", "1")
     check_build_tools()
     forced = os.environ.get("nvcc_path")

@@ -1,6 +1,7 @@
 """Jittor start-up: CPU build where CUDA cannot work, CUDA 13 builds, the fallback, device choice, quiet logging."""
 import glob
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -43,6 +44,27 @@ def test_bench_refuses_in_one_line(run_main, argv, expected):
         pytest.skip("this machine has CUDA, so --device cuda is valid here")
     why = "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU"  # the tests' CPU build (conftest)
     assert run_main(bench, *argv) == (1, ["error: " + expected.format(why=why)])
+
+
+FREE_AND_ALLOCATE_AGAIN = """import resource, sys
+if sys.argv[1] == "backend":
+    import backend
+import numpy as np
+def allocate_and_free():
+    np.ones(64 * 1024 * 1024 // 8)  # 64 MB, freed at once: above the largest block glibc would map on its own
+allocate_and_free()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+allocate_and_free()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_freed_memory_is_reused_without_faulting_pages_in_again():
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the setting is glibc's malloc's; other C libraries keep their own behaviour")
+    faults = {kind: int(subprocess.run([sys.executable, "-c", FREE_AND_ALLOCATE_AGAIN, kind], cwd=REPO, text=True,
+                                       capture_output=True, check=True).stdout) for kind in ("numpy alone", "backend")}
+    assert faults["numpy alone"] > 100 and faults["backend"] < 10, faults
 
 
 def test_auto_and_0_select_the_cpu_here():
