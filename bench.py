@@ -1,6 +1,6 @@
 """Speed of our Jittor MCCNet against the PyTorch original, in one run on one machine.
 
-    python bench.py                  # the CPU (about 6 minutes on 2 cores)
+    python bench.py                  # the CPU (about 7 minutes on 2 cores)
     python bench.py --device cuda    # a GPU, if both frameworks have CUDA
     python bench.py --profile        # where the time of one stylization goes (add --device cuda)
 
@@ -137,7 +137,8 @@ def training_runs(oracle_seed, weight_paths, device, batch, crop):
 
 def convolution_runs(oracle, models, device, size):
     """Each convolution of a stylization at `size` alone (the encoder to relu4_1, the decoder), in both
-    frameworks, on an input of the shape it gets there: {layer name: (original, ours)}."""
+    frameworks, on an input of the shape it gets there: {layer name: ({original, ours}, its flop)}, where
+    flop counts a multiply-add as two."""
     rng = np.random.default_rng(0)
     parts = [("encoder", oracle[0][:net.ENCODER_SLICES[net.RELU4_1 - 1][1]], models[0], (1, 3, *size)),
              ("decoder", oracle[1], models[1], (1, 512, -(-size[0] // 8), -(-size[1] // 8)))]
@@ -147,7 +148,9 @@ def convolution_runs(oracle, models, device, size):
         for index, layer in enumerate(torch_layers):
             if isinstance(layer, torch.nn.Conv2d):
                 name = f"{part} {index}: {layer.in_channels}→{layer.out_channels}, {x.shape[2]}×{x.shape[3]} in"
-                runs[name] = _convolution_pair(layer, jittor_layers[index], x.detach().cpu().numpy(), device)
+                (kh, kw), (height, width) = layer.kernel_size, x.shape[2:]  # x is padded already
+                flop = 2 * layer.in_channels * layer.out_channels * kh * kw * (height - kh + 1) * (width - kw + 1)
+                runs[name] = (_convolution_pair(layer, jittor_layers[index], x.detach().cpu().numpy(), device), flop)
             with torch.no_grad():
                 x = layer(x)
     return runs
@@ -206,15 +209,34 @@ def torch_time_by_kernel(oracle, device, size, repeat):
     return [(name, spent / total) for name, spent in sorted(times.items(), key=lambda item: -item[1])]
 
 
+def sgemm_gflops(repeat, n=4096):
+    """This machine's float32 matrix product of two n × n matrices, in GFLOP/s: the peak that convolutions,
+    which are matrix products, can approach. Jittor's matmul (oneDNN's sgemm on the CPU, cuBLAS on a GPU) is
+    the fastest we found: on the AMD EPYC of the README 499 GFLOP/s, against 232 for NumPy's OpenBLAS and
+    207 for PyTorch's MKL (2026-11-29)."""
+    a, b = (jt.array(np.random.default_rng(0).random((n, n), dtype=np.float32)) for _ in range(2))
+
+    def product():
+        jt.matmul(a, b).sync()
+        jt.sync_all(True)
+    return 2 * n ** 3 / medians_in_turns({"product": product}, repeat)["product"] / 1e9
+
+
 def print_profile(oracle, models, device, size, repeat):
-    print("| convolution alone (encoder, decoder) | PyTorch, ms | Jittor, ms | ours / original |\n|---|---|---|---|")
-    sums = [0.0, 0.0]
-    for name, runs in convolution_runs(oracle, models, device, size).items():
+    peak = sgemm_gflops(repeat)
+    print(f"sgemm (Jittor's float32 matmul, 4096²): {peak:.1f} GFLOP/s, the peak of the last column\n")
+    print("| convolution alone (encoder, decoder) | PyTorch, ms | Jittor, ms | ours / original | Jittor, "
+          "GFLOP/s | of the peak |\n|---|---|---|---|---|---|")
+    sums, flops = [0.0, 0.0], 0
+    for name, (runs, flop) in convolution_runs(oracle, models, device, size).items():
         times = medians_in_turns(runs, repeat)
-        sums = [sums[0] + times["original"], sums[1] + times["ours"]]
+        sums, flops = [sums[0] + times["original"], sums[1] + times["ours"]], flops + flop
+        rate = flop / times["ours"] / 1e9
         print(f"| {name} | {times['original'] * 1e3:.3f} | {times['ours'] * 1e3:.3f} | "
-              f"{times['ours'] / times['original']:.2f} |")
-    print(f"| all of them | {sums[0] * 1e3:.3f} | {sums[1] * 1e3:.3f} | {sums[1] / sums[0]:.2f} |")
+              f"{times['ours'] / times['original']:.2f} | {rate:.1f} | {rate / peak:.0%} |")
+    rate = flops / sums[1] / 1e9
+    print(f"| all of them | {sums[0] * 1e3:.3f} | {sums[1] * 1e3:.3f} | {sums[1] / sums[0]:.2f} | {rate:.1f} | "
+          f"{rate / peak:.0%} |")
     print(f"\n| Jittor, one stylization {size[1]}×{size[0]}, by kind of op (its profiler) | share |\n|---|---|")
     for kind, share in jittor_time_by_op(models, size, repeat):
         if share >= 0.005:
