@@ -283,7 +283,8 @@ def bad_input_cases(clips, tmp):
 
 CASES = ["missing content", "missing style", "content is a folder", "content_dir is a file", "a fifo",
          "neither image nor video", "truncated picture", "video without frames", "too small", "alpha", "alpha nan",
-         "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video", "unknown flag", "style too large"]
+         "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video",
+         "unknown flag", "style too large"]
 
 
 @pytest.mark.parametrize("case", CASES)
