@@ -73,7 +73,7 @@ def parse_args(argv=None):
                              f"{transformer.MAX_PIXELS:,} = 4096²; memory grows with it, see README)")
     parser.add_argument("--half", action="store_true",
                         help="run the encoder and decoder in float16 (GPU only; the MCC module stays float32): "
-                             "faster, and differs from float32 by round-off (see README)")
+                             "faster, and differs from float32 by round-off (see docs/gpu.md)")
     backend.add_device_argument(parser)
     return parser.parse_args(argv)
 
