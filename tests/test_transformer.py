@@ -62,6 +62,15 @@ def test_array_round_trip_and_rounding():
     assert transformer.array_to_image(values)[0, :, 0].tolist() == [0, 0, 1, 127, 255, 255]
 
 
+def test_images_to_array_is_to_tensor_of_each_image_in_one_contiguous_batch():
+    rng = np.random.default_rng(6)
+    frames = [rng.integers(0, 256, (7, 5, 3), np.uint8) for _ in range(3)]
+    batch = transformer.images_to_array(frames[:2] + [Image.fromarray(frames[2])])
+    expected = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float().div(255) for f in frames])
+    np.testing.assert_array_equal(batch, expected.numpy())
+    assert batch.dtype == np.float32 and batch.flags.c_contiguous
+
+
 def test_array_to_image_rounds_as_save_image_into_a_contiguous_image():
     # torchvision's save_image: mul(255).add_(0.5).clamp_(0, 255).to(uint8). The image must be C-contiguous:
     # PyAV copies such a frame at once, a strided view value by value (a 1080p frame: 0.9 against 16.5 ms).
