@@ -138,11 +138,10 @@ def keep_freed_memory_for_reuse():
 
     oneDNN, under Jittor's CPU convolutions, allocates its reordered copies of inputs, weights
     and outputs with malloc at every call. glibc serves each block above 32 MB with a fresh
-    mapping and unmaps it when freed, so every call faulted in and zeroed new pages again: a
-    512×512 stylization spent 0.3 s of 1.4 s in the kernel, a training step at the original's
-    batch of eight 256×256 crops 7.7 s of 25 s. With glibc's heap alone serving every block and
-    never shrunk, they take 1.2 s and 20 s (2026-11-29, 2 cores, docs/history.md), for 10–20%
-    more peak memory. Elsewhere than glibc (no libc.so.6) nothing changes.
+    mapping and unmaps it when freed, so every call faulted in and zeroed new pages again: a large
+    share of a training step went to the kernel. With glibc's heap alone serving every block and
+    never shrunk, that time is saved, for somewhat more peak memory (docs/history.md, 2026-11-29).
+    Elsewhere than glibc (no libc.so.6) nothing changes.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -212,8 +212,7 @@ def torch_time_by_kernel(oracle, device, size, repeat):
 def sgemm_gflops(repeat, n=4096):
     """This machine's float32 matrix product of two n × n matrices, in GFLOP/s: the peak that convolutions,
     which are matrix products, can approach. Jittor's matmul (oneDNN's sgemm on the CPU, cuBLAS on a GPU) is
-    the fastest we found: on the AMD EPYC of the README 499 GFLOP/s, against 232 for NumPy's OpenBLAS and
-    207 for PyTorch's MKL (2026-11-29)."""
+    the fastest we found, ahead of NumPy's OpenBLAS and PyTorch's MKL (docs/history.md)."""
     a, b = (jt.array(np.random.default_rng(0).random((n, n), dtype=np.float32)) for _ in range(2))
 
     def product():

@@ -262,8 +262,8 @@ class Stylizer:
         with jt.no_grad():
             out = net.stylize(self.vgg, self.decoder, self.mcc, jt.array(batch), self.vectors,
                               self.alpha, self.interpolation_weights).float32().data
-        # `data` is a view of Jittor's result, which `numpy()` would copy (a batch of four 1080p frames:
-        # 5 ms). The decoder answers at the size rounded up to a multiple of 8: crop to the input's.
+        # `data` is a view of Jittor's result, which `numpy()` would copy once more. The decoder answers at
+        # the size rounded up to a multiple of 8: crop to the input's.
         return [transformer.array_to_image(o[:, :height, :width]) for o in out]
 
 
