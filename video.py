@@ -2,6 +2,8 @@
 
 Reading: any container and codec FFmpeg decodes, frames turned upright per the stream's
 display rotation, timestamps kept; damaged packets are skipped, not the end of the video.
+Recordings joined end to end (`cat a.ts b.ts`) are read as one video: their timestamps go on
+where they would restart, and frames of another size are scaled to the first one's.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), and the input's first audio track, read separately from the
 input file and interleaved by time: copied when MP4 can hold its codec, otherwise
@@ -40,6 +42,23 @@ def upright(array, rotation):
     return np.ascontiguousarray(np.rot90(array, k=(rotation // 90) % 4)) if rotation % 360 else array
 
 
+class Timeline:
+    """A stream's timestamps made to increase: where they go back or repeat (a recording joined to the
+    end of another restarts at its own zero), that one and all after it move on to one `step` after the
+    last, as FFmpeg moves timestamps across such a discontinuity."""
+
+    def __init__(self):
+        self.offset, self.last, self.restarts = 0, None, 0
+
+    def place(self, timestamp, step):
+        timestamp += self.offset
+        if self.last is not None and timestamp <= self.last:
+            self.offset += self.last + step - timestamp
+            timestamp, self.restarts = self.last + step, self.restarts + 1
+        self.last = timestamp
+        return timestamp
+
+
 class VideoReader:
     """The upright RGB frames of a file's first video stream, with their timestamps."""
 
@@ -53,15 +72,23 @@ class VideoReader:
         self.time_base = self.video.time_base or 1 / self.rate
         self.frames_expected = self.video.frames  # 0 when the container does not say
         self.damaged_packets = 0
+        self.rescaled = 0  # frames of another size than the first, scaled to it
+        self.timeline = Timeline()
         self.read_error = None
         self.problem = None  # why the file seems damaged, once `frames` has run to its end
 
     def frames(self):
-        """Yield (HWC uint8 array, pts) for every frame that decodes, in display order."""
-        decoded, last_pts = 0, None
+        """Yield (HWC uint8 array, pts) for every frame that decodes, in display order, with increasing
+        timestamps (`Timeline`) and all of the first frame's size: where the size changes (recordings
+        joined end to end), the other frames are scaled to it, as FFmpeg does."""
+        decoded, last_pts, size = 0, None, None
+        step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the stream's time base
         for frame in self._decoded_frames():
+            size = size or (frame.width, frame.height)
+            self.rescaled += (frame.width, frame.height) != size
             pts = frame.pts if frame.pts is not None else round(decoded / self.rate / self.time_base)
-            yield upright(frame.to_ndarray(format="rgb24"), frame.rotation), pts
+            pts = self.timeline.place(pts, step)
+            yield upright(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]), frame.rotation), pts
             decoded, last_pts = decoded + 1, pts
         self.problem = self._problem(decoded, last_pts)
 
@@ -99,6 +126,13 @@ class VideoReader:
             if end < announced - max(0.5, 2 / float(self.rate)):
                 problems.append(f"the file announces {announced:.2f} s, its frames stop at {end:.2f} s")
         return "; ".join(problems) or None
+
+    def joined(self):
+        """What reading the video as one took, in words, or None: restarts and frames of another size."""
+        notes = [f"{self.timeline.restarts} restart(s) of its timestamps continued"] if self.timeline.restarts else []
+        if self.rescaled:
+            notes.append(f"{self.rescaled} frame(s) of another size scaled to the first's")
+        return ", ".join(notes) or None
 
     def close(self):
         self.container.close()
@@ -209,13 +243,22 @@ class _AudioTrack:
             channels = self.input.codec_context.layout.nb_channels
             self.stream = output.add_stream("aac", rate=self.input.codec_context.sample_rate,
                                             layout=av.AudioLayout(f"{channels}c").name)
+        self.timeline = Timeline()
         self.packets = self._packets()
         self.next = next(self.packets, None)
 
     def _packets(self):
-        """The track's packets; a damaged file's audio ends where its data does."""
+        """The track's packets, with increasing timestamps (`Timeline`); a damaged file's audio ends where its
+        data does."""
         try:
-            yield from (packet for packet in self.source.demux(self.input) if packet.dts is not None)
+            for packet in self.source.demux(self.input):
+                if packet.dts is None:
+                    continue
+                shift = self.timeline.place(packet.dts, max(1, packet.duration or 0)) - packet.dts
+                packet.dts += shift
+                if packet.pts is not None:
+                    packet.pts += shift
+                yield packet
         except (av.FFmpegError, EOFError):
             return
 

@@ -153,6 +153,41 @@ def test_other_containers_by_content_not_name(stylize, clips, tmp_path, containe
         assert out["audio"][0] == "aac" and out["audio"][1] > 0.4
 
 
+def joined_recordings(folder, sizes, audio):
+    """Recordings joined end to end, as `cat a.ts b.ts > joined.ts` joins them: each restarts its timestamps."""
+    parts = []
+    for index, (width, height) in enumerate(sizes):
+        part = folder / f"part{index}.ts"
+        make_clip(str(part), width, height, frames=12, container="mpegts", audio=audio)
+        parts.append(part.read_bytes())
+    path = folder / "joined.ts"
+    path.write_bytes(b"".join(parts))
+    return str(path)
+
+
+def test_reader_reads_recordings_joined_end_to_end_as_one_video(tmp_path):
+    with video.VideoReader(joined_recordings(tmp_path, [(64, 48), (80, 60)], None)) as reader:
+        frames = list(reader.frames())
+        joined = reader.joined()
+    assert [frame.shape for frame, _ in frames] == [(48, 64, 3)] * 24
+    # One frame apart (MPEG-TS counts in 1/90000 s), across the join too.
+    np.testing.assert_allclose(np.diff([pts for _, pts in frames]), 90000 * 1001 / 24000, atol=1)
+    assert joined == "1 restart(s) of its timestamps continued, 12 frame(s) of another size scaled to the first's"
+
+
+@pytest.mark.parametrize("sizes,audio", [([(64, 48), (64, 48)], "aac"), ([(64, 48), (80, 60)], None)])
+def test_recordings_joined_end_to_end_are_stylized_as_one_video(stylize, clips, tmp_path, sizes, audio):
+    code, lines = stylize("--content", joined_recordings(tmp_path, sizes, audio), "--style", clips["style"],
+                          "--output", tmp_path / "o")
+    assert code == 0, lines
+    out = describe(str(tmp_path / "o" / "joined_stylized_style.mp4"))
+    assert len(out["frames"]) == 24 and out["size"] == (64, 48)
+    np.testing.assert_allclose(np.diff([float(t) for t in out["times"]]), 1001 / 24000, atol=1e-4)
+    if audio:  # both recordings' sound, one after the other
+        assert out["audio"][0] == "aac" and abs(out["audio"][1] - 24 * 1001 / 24000) < 0.1
+    assert any("joined recordings: 1 restart(s) of its timestamps continued" in line for line in lines), lines
+
+
 def test_truncated_video_is_stylized_as_far_as_it_decodes(stylize, clips, tmp_path):
     whole = str(tmp_path / "whole.mkv")
     make_clip(whole, 48, 40, frames=30, rate=fractions.Fraction(10), audio=None, container="matroska")
