@@ -342,7 +342,8 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
             except BaseException:
                 writer.abort()
                 raise
-        return VideoResult(count, width, height, time.perf_counter() - start, reader.problem, reader.joined())
+        problem = "; ".join(p for p in (reader.problem, writer.audio_problem()) if p) or None
+        return VideoResult(count, width, height, time.perf_counter() - start, problem, reader.joined())
 
 
 def frame_at_content_size(frame, args, what):

@@ -7,7 +7,7 @@ where they would restart, and frames of another size are scaled to the first one
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), and the input's first audio track, read separately from the
 input file and interleaved by time: copied when MP4 can hold its codec, otherwise
-re-encoded to AAC.
+re-encoded to AAC; its damaged packets are skipped too.
 """
 import fractions
 
@@ -185,6 +185,11 @@ class VideoWriter:
             self.audio.finish()
         self.container.close()
 
+    def audio_problem(self):
+        """Why the input's sound seems damaged, or None."""
+        damaged = self.audio.damaged_packets if self.audio else 0
+        return f"{damaged} damaged audio packet(s) skipped" if damaged else None
+
     def abort(self):
         """Close after a failure: what closing still writes (the MP4's index) is dropped, and so is the
         error closing reports when a write failed before (FFmpeg keeps it and gives it again): the
@@ -244,6 +249,7 @@ class _AudioTrack:
             self.stream = output.add_stream("aac", rate=self.input.codec_context.sample_rate,
                                             layout=av.AudioLayout(f"{channels}c").name)
         self.timeline = Timeline()
+        self.damaged_packets = 0
         self.packets = self._packets()
         self.next = next(self.packets, None)
 
@@ -275,10 +281,19 @@ class _AudioTrack:
         self.source.close()
 
     def _mux(self, packet):
-        if self.copy:
-            packet.stream = self.stream
-            self.output.mux(packet)
-            return
-        for frame in packet.decode():
-            frame.pts = None
-            self.output.mux(self.stream.encode(frame))
+        """Mux one packet, copied or re-encoded. A damaged one is skipped and counted, as the video's are:
+        refused by the decoder, by the encoder (a frame whose sample format, layout or rate changed), or for a
+        copy by the muxer (AAC from MPEG-TS goes through a filter that reads its header). A failed write
+        (PyAVCallbackError, or an OSError) is not damage: it ends the video."""
+        try:
+            if self.copy:
+                packet.stream = self.stream
+                self.output.mux(packet)
+                return
+            for frame in packet.decode():
+                frame.pts = None
+                self.output.mux(self.stream.encode(frame))
+        except (av.FFmpegError, ValueError) as error:
+            if isinstance(error, (av.error.PyAVCallbackError, OSError)):
+                raise
+            self.damaged_packets += 1

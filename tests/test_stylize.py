@@ -212,6 +212,44 @@ def corrupt_packet(path, index):
     open(path, "wb").write(data)
 
 
+def with_damaged_audio_packet(source, path, container, damage):
+    """A copy of `source` in which the fifth audio packet's data is replaced by damage(its data)."""
+    with av.open(source) as given, av.open(path, "w", format=container) as out:
+        streams = {stream.index: out.add_stream_from_template(stream) for stream in given.streams}
+        audio = 0
+        for packet in given.demux():
+            if not packet.size:
+                continue
+            index = packet.stream.index
+            audio += packet.stream.type == "audio"
+            if packet.stream.type == "audio" and audio == 5:
+                damaged = av.Packet(damage(bytes(packet)))
+                damaged.pts, damaged.dts, damaged.time_base = packet.pts, packet.dts, packet.time_base
+                packet = damaged
+            packet.stream = streams[index]
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("container,audio,damage", [
+    # AAC copied from MPEG-TS: MP4's filter for its ADTS headers refuses a CRC with several blocks.
+    ("mpegts", "aac", lambda data: data[:1] + bytes([data[1] & 0xFE]) + data[2:6] + bytes([data[6] | 3]) + data[7:]),
+    # MP3, re-encoded to AAC: a frame header with another sampling rate, which the decoder refuses,
+    ("matroska", "mp3", lambda data: data[:2] + bytes([data[2] ^ 0x04]) + data[3:]),
+    # and one that decodes as stereo in a mono track, which the encoder refuses.
+    ("matroska", "mp3", lambda data: data[:3] + bytes([data[3] & 0x3F]) + data[4:]),
+], ids=["aac copied, a bad ADTS header", "mp3, another sampling rate", "mp3, stereo in a mono track"])
+def test_a_damaged_audio_packet_costs_that_packet_not_the_video(stylize, clips, tmp_path, container, audio, damage):
+    whole, damaged = str(tmp_path / "whole"), str(tmp_path / "damaged")
+    make_clip(whole, 48, 40, frames=20, rate=fractions.Fraction(10), audio=audio, container=container)
+    with_damaged_audio_packet(whole, damaged, container, damage)
+    code, lines = stylize("--content", damaged, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and lines[-1].startswith("error: 1 damaged video(s)"), lines
+    warning = [line for line in lines if line.startswith("WARNING")]
+    assert len(warning) == 1 and "20 frames decoded" in warning[0] and "damaged audio packet(s) skipped" in warning[0]
+    out = describe(str(tmp_path / "o" / "damaged_stylized_style.mp4"))
+    assert len(out["frames"]) == 20 and out["audio"][0] == "aac" and out["audio"][1] > 1.8
+
+
 def test_a_damaged_packet_costs_one_frame_not_the_rest(tmp_path):
     path = str(tmp_path / "damaged.mp4")
     make_clip(path, 64, 48, frames=30, rate=fractions.Fraction(10), audio=None)
