@@ -99,9 +99,10 @@ def video_facts(path, flag):
         count = sum(1 for packet in reader.container.demux(reader.video) if packet.size)
     with video.VideoReader(path) as reader:
         first = next(reader.frames(), (None,))[0]
-    if first is None or count < 2:
-        raise UserError(f"{flag} {path}: {count} frame{'s' if count != 1 else ''}; "
-                        "temporal consistency needs at least two")
+    if first is None:
+        raise UserError(f"{flag} {path}: not one of its {count} frame(s) can be decoded")
+    if count < 2:
+        raise UserError(f"{flag} {path}: {count} frame; temporal consistency needs at least two")
     return count, first.shape[1], first.shape[0]
 
 

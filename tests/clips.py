@@ -46,3 +46,23 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
         out.mux(sound.encode(None))
     out.close()
     return stamps
+
+
+def remuxed(source, path, container, damage):
+    """Copy `source` to `path` packet by packet; damage(stream type, packet number in its stream, data) gives
+    a packet's new data, or None to keep it."""
+    with av.open(source) as given, av.open(path, "w", format=container) as out:
+        streams = {stream.index: out.add_stream_from_template(stream) for stream in given.streams}
+        counts = {}
+        for packet in given.demux():
+            if not packet.size:
+                continue
+            kind, index = packet.stream.type, packet.stream.index
+            counts[kind] = counts.get(kind, 0) + 1
+            data = damage(kind, counts[kind], bytes(packet))
+            if data is not None:
+                damaged = av.Packet(data)
+                damaged.pts, damaged.dts, damaged.time_base = packet.pts, packet.dts, packet.time_base
+                packet = damaged
+            packet.stream = streams[index]
+            out.mux(packet)

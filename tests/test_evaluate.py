@@ -2,6 +2,7 @@
 and every bad input it must survive."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 import evaluate
-from clips import make_clip
+from clips import make_clip, remuxed
 from cli import UserError
 import test_video
 from conftest import run_script
@@ -197,6 +198,7 @@ def test_different_sizes_are_refused_unless_resizing_is_asked(stylized_clip, tmp
     ("missing", "no such file"),
     ("text", "not a video that can be read"),
     ("one_frame", "1 frame; temporal consistency needs at least two"),
+    ("undecodable", "not one of its 6 frame(s) can be decoded"),
 ])
 def test_unusable_videos_are_refused(stylized_clip, tmp_path, case, message):
     path = str(tmp_path / f"{case}.mp4")
@@ -204,7 +206,10 @@ def test_unusable_videos_are_refused(stylized_clip, tmp_path, case, message):
         open(path, "w").write("not a video")
     elif case == "one_frame":
         make_clip(path, 64, 48, frames=1)
-    with pytest.raises(UserError, match=message):
+    elif case == "undecodable":  # every frame's data zeroed, the container intact
+        make_clip(str(tmp_path / "whole.mp4"), 64, 48, frames=6, audio=None)
+        remuxed(str(tmp_path / "whole.mp4"), path, "mp4", lambda kind, number, data: bytes(len(data)))
+    with pytest.raises(UserError, match=re.escape(message)):
         evaluate.main(evaluate_args(dict(stylized_clip, stylized=path), tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out" / "report.json")
 

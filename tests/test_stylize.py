@@ -16,7 +16,7 @@ import cli
 import test_video
 import video
 import weights
-from clips import make_clip, pattern
+from clips import make_clip, pattern, remuxed
 from conftest import REPO, run_script
 
 
@@ -212,24 +212,6 @@ def corrupt_packet(path, index):
     open(path, "wb").write(data)
 
 
-def with_damaged_audio_packet(source, path, container, damage):
-    """A copy of `source` in which the fifth audio packet's data is replaced by damage(its data)."""
-    with av.open(source) as given, av.open(path, "w", format=container) as out:
-        streams = {stream.index: out.add_stream_from_template(stream) for stream in given.streams}
-        audio = 0
-        for packet in given.demux():
-            if not packet.size:
-                continue
-            index = packet.stream.index
-            audio += packet.stream.type == "audio"
-            if packet.stream.type == "audio" and audio == 5:
-                damaged = av.Packet(damage(bytes(packet)))
-                damaged.pts, damaged.dts, damaged.time_base = packet.pts, packet.dts, packet.time_base
-                packet = damaged
-            packet.stream = streams[index]
-            out.mux(packet)
-
-
 @pytest.mark.parametrize("container,audio,damage", [
     # AAC copied from MPEG-TS: MP4's filter for its ADTS headers refuses a CRC with several blocks.
     ("mpegts", "aac", lambda data: data[:1] + bytes([data[1] & 0xFE]) + data[2:6] + bytes([data[6] | 3]) + data[7:]),
@@ -241,7 +223,8 @@ def with_damaged_audio_packet(source, path, container, damage):
 def test_a_damaged_audio_packet_costs_that_packet_not_the_video(stylize, clips, tmp_path, container, audio, damage):
     whole, damaged = str(tmp_path / "whole"), str(tmp_path / "damaged")
     make_clip(whole, 48, 40, frames=20, rate=fractions.Fraction(10), audio=audio, container=container)
-    with_damaged_audio_packet(whole, damaged, container, damage)
+    remuxed(whole, damaged, container,
+            lambda kind, number, data: damage(data) if (kind, number) == ("audio", 5) else None)
     code, lines = stylize("--content", damaged, "--style", clips["style"], "--output", tmp_path / "o")
     assert code == 1 and lines[-1].startswith("error: 1 damaged video(s)"), lines
     warning = [line for line in lines if line.startswith("WARNING")]
