@@ -67,7 +67,9 @@ class VideoReader:
         self.container = av.open(path)
         self.video = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
-        self.has_audio = bool(self.container.streams.audio)
+        # The first audio track FFmpeg can read (a damaged header can leave a track without a codec).
+        self.audio_index = next((stream.index for stream in self.container.streams.audio
+                                 if stream.codec_context is not None), None)
         self.rate = self.video.average_rate or self.video.guessed_rate or DEFAULT_RATE
         self.time_base = self.video.time_base or 1 / self.rate
         self.frames_expected = self.video.frames  # 0 when the container does not say
@@ -118,6 +120,8 @@ class VideoReader:
             problems.append(f"reading stopped early: {self.read_error}")
         if self.damaged_packets:
             problems.append(f"{self.damaged_packets} damaged packet(s) skipped")
+        if self.container.streams.audio and self.audio_index is None:
+            problems.append("its sound is left out: no codec reads its audio track")
         if self.frames_expected and decoded < self.frames_expected:
             problems.append(f"the file announces {self.frames_expected} frames")
         elif self.container.duration and last_pts is not None:
@@ -169,7 +173,8 @@ class VideoWriter:
         self.video.options = {"crf": str(CRF), "preset": PRESET}
         self.video.codec_context.time_base = reader.time_base
         self.video.time_base = self.time_base = reader.time_base
-        self.audio = _AudioTrack(reader.path, self.container) if reader.has_audio else None
+        self.audio = None if reader.audio_index is None else \
+            _AudioTrack(reader.path, reader.audio_index, self.container)
 
     def write_frame(self, array, pts):
         if self.audio:
@@ -233,11 +238,11 @@ class _OutputFile:
 
 
 class _AudioTrack:
-    """The first audio track of a file, demuxed on its own and muxed into `output` in step with the video."""
+    """Audio track `index` of a file, demuxed on its own and muxed into `output` in step with the video."""
 
-    def __init__(self, path, output):
+    def __init__(self, path, index, output):
         self.source = av.open(path)
-        self.input = self.source.streams.audio[0]
+        self.input = self.source.streams[index]
         self.output = output
         self.copy = self.input.codec_context.name in AUDIO_COPY_CODECS
         if self.copy:

@@ -233,6 +233,18 @@ def test_a_damaged_audio_packet_costs_that_packet_not_the_video(stylize, clips, 
     assert len(out["frames"]) == 20 and out["audio"][0] == "aac" and out["audio"][1] > 1.8
 
 
+def test_an_audio_track_no_codec_reads_is_left_out_with_a_warning(stylize, clips, tmp_path):
+    whole, damaged = tmp_path / "whole.mp4", tmp_path / "damaged.mp4"
+    make_clip(str(whole), 48, 40, frames=10, rate=fractions.Fraction(10))
+    data = whole.read_bytes()
+    assert data.count(b"mp4a") == 1 and data.count(b"esds") == 1
+    damaged.write_bytes(data.replace(b"mp4a", b"zzzz").replace(b"esds", b"xxxx"))  # AAC's sample entry, unknown
+    code, lines = stylize("--content", damaged, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and any("no codec reads its audio track" in line for line in lines), lines
+    out = describe(str(tmp_path / "o" / "damaged_stylized_style.mp4"))
+    assert len(out["frames"]) == 10 and out["audio"] is None
+
+
 def test_a_damaged_packet_costs_one_frame_not_the_rest(tmp_path):
     path = str(tmp_path / "damaged.mp4")
     make_clip(path, 64, 48, frames=30, rate=fractions.Fraction(10), audio=None)
