@@ -5,9 +5,9 @@ display rotation, timestamps kept; damaged packets are skipped, not the end of t
 Recordings joined end to end (`cat a.ts b.ts`) are read as one video: their timestamps go on
 where they would restart, and frames of another size are scaled to the first one's.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
-rate and 24000/1001 survive), and the input's first audio track, read separately from the
-input file and interleaved by time: copied when MP4 can hold its codec, otherwise
-re-encoded to AAC; its damaged packets are skipped too.
+rate and 24000/1001 survive), and the input's first audio track that a codec reads, read
+separately from the input file and interleaved by time: copied when MP4 can hold its codec,
+otherwise re-encoded to AAC; its damaged packets are skipped too.
 """
 import fractions
 
