@@ -5,7 +5,8 @@ display rotation, timestamps kept; damaged packets are skipped, not the end of t
 Recordings joined end to end (`cat a.ts b.ts`) are read as one video: their timestamps go on
 where they would restart, and frames of another size are scaled to the first one's.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
-rate and 24000/1001 survive), and the input's first audio track that a codec reads, read
+rate and 24000/1001 survive), its colour tags (a player shows the output in the input's
+colours: BT.709 HD stays BT.709), and the input's first audio track that a codec reads, read
 separately from the input file and interleaved by time: copied when MP4 can hold its codec,
 otherwise re-encoded to AAC; its damaged packets are skipped too.
 """
@@ -20,6 +21,11 @@ CRF = 18  # x264 constant quality: visually lossless for most content, ~1-3 Mbit
 PRESET = "medium"
 AUDIO_COPY_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}  # what MP4 carries as it is
 DEFAULT_RATE = fractions.Fraction(25)
+# The colour matrices (FFmpeg's numbers) that swscale converts RGB into YUV with: BT.709, FCC, BT.601 (as
+# BT470BG and SMPTE170M), SMPTE240M, BT.2020. Others, among them "RGB" (an RGB video's, such as PNG in MOV),
+# do not describe yuv420p frames: the output's matrix is then left untagged.
+YUV_MATRICES = {1, 4, 5, 6, 7, 9}
+UNTAGGED = 2
 
 
 def probe(path):
@@ -72,6 +78,10 @@ class VideoReader:
                                  if stream.codec_context is not None), None)
         self.rate = self.video.average_rate or self.video.guessed_rate or DEFAULT_RATE
         self.time_base = self.video.time_base or 1 / self.rate
+        # The colour matrix, primaries and transfer the stream is tagged with (FFmpeg's numbers, or UNTAGGED):
+        # swscale turns its YUV into RGB with that matrix, and the writer must turn RGB back with the same.
+        context = self.video.codec_context
+        self.colour = (context.colorspace, context.color_primaries, context.color_trc)
         self.frames_expected = self.video.frames  # 0 when the container does not say
         self.damaged_packets = 0
         self.rescaled = 0  # frames of another size than the first, scaled to it
@@ -162,7 +172,8 @@ def pad_to_even(array):
 
 
 class VideoWriter:
-    """An H.264/MP4 file (into an open binary file) with the reader's timestamps and its file's audio."""
+    """An H.264/MP4 file (into an open binary file) with the reader's timestamps, colour tags and its file's
+    audio."""
 
     def __init__(self, file, reader, width, height):
         self.file = _OutputFile(file)
@@ -173,6 +184,10 @@ class VideoWriter:
         self.video.options = {"crf": str(CRF), "preset": PRESET}
         self.video.codec_context.time_base = reader.time_base
         self.video.time_base = self.time_base = reader.time_base
+        matrix, primaries, transfer = reader.colour
+        self.matrix = matrix if matrix in YUV_MATRICES else UNTAGGED
+        context = self.video.codec_context
+        context.colorspace, context.color_primaries, context.color_trc = self.matrix, primaries, transfer
         self.audio = None if reader.audio_index is None else \
             _AudioTrack(reader.path, reader.audio_index, self.container)
 
@@ -181,6 +196,7 @@ class VideoWriter:
             self.audio.copy_until(float(pts * self.time_base))
         frame = av.VideoFrame.from_ndarray(pad_to_even(array), format="rgb24")
         frame.pts, frame.time_base = pts, self.time_base
+        frame.colorspace = self.matrix  # the matrix the encoder's swscale turns it into YUV with
         self.container.mux(self.video.encode(frame))
 
     def close(self):

@@ -15,8 +15,10 @@ def pattern(index, width, height):
 
 
 def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(24000, 1001), audio="aac",
-              rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p"):
-    """Write a clip; returns the list of frame timestamps (in the video time base) it wrote."""
+              rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p", colour=None):
+    """Write a clip; returns the list of frame timestamps (in the video time base) it wrote. `colour`:
+    (matrix, primaries, transfer), FFmpeg's numbers, to encode with and tag the clip with (default: untagged,
+    encoded with swscale's default matrix, BT.601)."""
     out = av.open(path, "w", format=container)
     stream = out.add_stream(codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -24,6 +26,9 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
         stream.set_display_rotation(rotation)
     time_base = fractions.Fraction(1, 90000) if variable_rate else 1 / rate
     stream.codec_context.time_base = time_base
+    if colour:
+        context = stream.codec_context
+        context.colorspace, context.color_primaries, context.color_trc = colour
     sound = None
     if audio:
         sound = out.add_stream(audio, rate=48000)
@@ -32,6 +37,8 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
     for index in range(frames):
         frame = av.VideoFrame.from_ndarray(pattern(index, width, height), format="rgb24")
         frame.pts, frame.time_base = pts, time_base
+        if colour:
+            frame.colorspace = colour[0]
         stamps.append(pts)
         pts += (3000 if index % 2 else 6000) if variable_rate else 1
         out.mux(stream.encode(frame))

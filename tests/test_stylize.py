@@ -20,15 +20,18 @@ from clips import make_clip, pattern, remuxed
 from conftest import REPO, run_script
 
 
+BT709 = (1, 1, 1)  # FFmpeg's numbers for its colour matrix, primaries and transfer: what HD cameras tag
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
     paths = {
-        "main": str(folder / "main.mp4"),        # 66×50: not a multiple of 8; 24000/1001 fps; AAC
+        "main": str(folder / "main.mp4"),        # 66×50: not a multiple of 8; 24000/1001 fps; AAC; BT.709
         "odd": str(folder / "odd.mp4"),          # 65×49 stored, shown rotated by 90°, variable frame rate
     }
     stamps = {
-        "main": make_clip(paths["main"], 66, 50, frames=12),
+        "main": make_clip(paths["main"], 66, 50, frames=12, colour=BT709),
         "odd": make_clip(paths["odd"], 65, 49, frames=7, rotation=90, variable_rate=True, pix_fmt="yuv444p"),
     }
     style = folder / "style.png"
@@ -50,7 +53,9 @@ def describe(path):
         stream = container.streams.video[0]
         frames = [(f.pts * f.time_base, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
         facts = dict(codec=stream.codec_context.name, pix_fmt=stream.codec_context.pix_fmt,
-                     size=(stream.width, stream.height), rate=stream.average_rate)
+                     size=(stream.width, stream.height), rate=stream.average_rate,
+                     colour=(stream.codec_context.colorspace, stream.codec_context.color_primaries,
+                             stream.codec_context.color_trc))
     with av.open(path) as container:
         audio = container.streams.audio[0] if container.streams.audio else None
         facts["audio"] = None if audio is None else (
@@ -71,10 +76,11 @@ def stylized(clips, weight_files, tmp_path_factory):
     return dict(out=out, stderr=result.stderr)
 
 
-def test_video_keeps_size_rate_timestamps_frames_and_sound(clips, stylized):
+def test_video_keeps_size_rate_timestamps_colours_frames_and_sound(clips, stylized):
     source = describe(clips["paths"]["main"])
     result = describe(str(stylized["out"] / "main_stylized_style.mp4"))
     assert result["codec"] == "h264" and result["pix_fmt"] == "yuv420p"
+    assert result["colour"] == source["colour"] == BT709
     assert result["size"] == (66, 50)
     assert len(result["frames"]) == 12
     assert result["times"] == source["times"]
@@ -103,6 +109,35 @@ def test_rotated_odd_variable_rate_video(clips, stylized):
     assert sorted(set(np.diff([float(t) for t in result["times"]]).round(4))) == [0.0333, 0.0667]
     frames = sorted(os.listdir(stylized["out"] / "odd_stylized_style_frames"))
     assert len(frames) == 7 and Image.open(stylized["out"] / "odd_stylized_style_frames" / frames[0]).size == (49, 65)
+
+
+@pytest.mark.parametrize("clip,colour", [
+    (dict(container="mp4", colour=(2, 2, 2)), (2, 2, 2)),
+    (dict(container="mp4", colour=BT709), BT709),
+    (dict(container="mp4", colour=(9, 9, 16)), (9, 9, 16)),
+    (dict(codec="png", pix_fmt="rgb24", container="mov"), (2, 2, 2)),  # tagged with the "RGB" matrix, 0
+], ids=["untagged", "BT.709", "BT.2020 PQ", "RGB video, PNG in MOV"])
+def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour):
+    """A player turns YUV into RGB with the matrix a video is tagged with (or, untagged, with a guess it makes
+    for input and output alike): the output must be tagged as the input, and its frames converted to YUV with
+    the matrix that the reader's were converted from YUV with. A wrong matrix shifts a saturated green by 10-13
+    grey levels on average. An RGB video's "RGB" matrix would have a player show Y, U and V as G, B and R."""
+    source, output = str(tmp_path / "in"), tmp_path / "out.mp4"
+    make_clip(source, 128, 96, frames=3, audio=None, **clip)
+    with video.VideoReader(source) as reader, open(output, "wb") as file:
+        writer = video.VideoWriter(file, reader, 128, 96)
+        read = []
+        for frame, pts in reader.frames():
+            writer.write_frame(frame, pts)
+            read.append(frame)
+        writer.close()
+    with av.open(str(output)) as container:
+        shown = [(f.colorspace, f.color_primaries, f.color_trc, f.to_ndarray(format="rgb24"))
+                 for f in container.decode(video=0)]
+    assert [tags for *tags, _ in shown] == [list(colour)] * 3
+    green = (slice(4, 16), slice(4, 22))  # inside the clip's green corner
+    errors = [np.abs(rgb[green].astype(int) - frame[green]).mean() for (*_, rgb), frame in zip(shown, read)]
+    assert max(errors) <= 3, errors
 
 
 def test_reader_turns_rotated_frames_upright(clips):
