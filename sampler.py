@@ -68,7 +68,7 @@ class InfiniteImageFolder(Dataset):
 
     def load(self, k):
         """Sample k as a CHW float32 array; its random crop is drawn from (seed, k) too."""
-        image = transformer.load_image(self.path_at(k), upright=False)
+        image = transformer.load_image(self.path_at(k), as_shown=False)
         return transformer.train_transform(image, np.random.default_rng([self.seed, k, 1]), self.crop)
 
     def __getitem__(self, index):

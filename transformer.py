@@ -8,7 +8,7 @@ layout the networks take (as torchvision's `ToTensor` gives).
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 TRAIN_CROP = 256
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -50,16 +50,39 @@ def check_pixels(width, height, max_pixels, what="the image"):
                        f"{max_pixels:,} (--max_pixels raises it; --content_size/--style_size shrink it)")
 
 
-def load_image(path, max_pixels=MAX_PIXELS, upright=True):
-    """An RGB PIL image from any file PIL reads, turned upright per its EXIF orientation.
+def load_image(path, max_pixels=MAX_PIXELS, as_shown=True):
+    """An RGB PIL image from any file PIL reads, as a viewer shows it: turned upright per its EXIF
+    orientation, its colours in sRGB per its ICC profile (`in_srgb`).
 
     Its size is checked against `max_pixels` before it is decoded (TooLarge); a damaged
     file raises what PIL raises (OSError, ValueError or SyntaxError). Training reads its
-    images as the original does, without EXIF rotation (`upright=False`).
+    images as the original does, without EXIF rotation or profile (`as_shown=False`).
     """
     with _open_unchecked(path) as image:
         check_pixels(*image.size, max_pixels)
-        return to_rgb(ImageOps.exif_transpose(image) if upright else image)
+        return in_srgb(ImageOps.exif_transpose(image)) if as_shown else to_rgb(image)
+
+
+def in_srgb(image):
+    """RGB in sRGB, the colours the network was trained on and that an untagged output is shown in: a
+    picture's ICC profile (a phone's Display P3, a scan's Adobe RGB or CMYK) converts it; without one, or
+    with one that does not parse or fit the picture's mode, the picture is taken as sRGB already."""
+    rgb = to_rgb(image)
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+        space = profile.profile.xcolor_space.strip()
+    except (KeyError, TypeError, ValueError, OSError, ImageCms.PyCMSError):  # none, or a damaged one
+        return rgb
+    if space == "RGB":
+        source = rgb
+    elif (space, image.mode) in (("CMYK", "CMYK"), ("GRAY", "L")):
+        source = image  # a CMYK or grey profile describes the picture's own channels
+    else:
+        return rgb
+    try:
+        return ImageCms.profileToProfile(source, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ValueError, ImageCms.PyCMSError):
+        return rgb
 
 
 def to_rgb(image):

@@ -1,11 +1,12 @@
 """transformer.py against torchvision's rules (written out here from its source, since
 torchvision does not install beside our CPU torch) and the original's CORAL in PyTorch."""
 import io
+import struct
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 import transformer
 
@@ -111,6 +112,70 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # rotate 90° clockwise to display
     loaded = transformer.load_image(saved(image, "JPEG", exif=exif.tobytes(), quality=95))
     assert loaded.size == (20, 40)
+
+
+def srgb_profile_tags():
+    """The tags of Pillow's sRGB ICC profile: {signature: data}."""
+    data = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    count = struct.unpack(">I", data[128:132])[0]  # the tag table: after the 128-byte header, 12 bytes a tag
+    table = [struct.unpack(">4sII", data[132 + 12 * i:144 + 12 * i]) for i in range(count)]
+    return {signature: data[offset:offset + size] for signature, offset, size in table}
+
+
+def icc_profile(space, tags):
+    """An ICC profile: sRGB's header for colour space `space` (b"RGB ", b"GRAY"), with `tags`."""
+    header = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()[:128])
+    header[16:20], header[84:100] = space, bytes(16)  # the colour space; no profile ID to check
+    table, data = b"", b""
+    for signature, body in tags.items():
+        table += struct.pack(">4sII", signature, 132 + 12 * len(tags) + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    profile = header + struct.pack(">I", len(tags)) + table + data
+    profile[:4] = struct.pack(">I", len(profile))
+    return bytes(profile)
+
+
+def swapped_primaries_profile():
+    """sRGB with its red and green primaries swapped: stored red is shown green."""
+    tags = srgb_profile_tags()
+    tags[b"rXYZ"], tags[b"gXYZ"] = tags[b"gXYZ"], tags[b"rXYZ"]
+    return icc_profile(b"RGB ", tags)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_colour_profile_is_applied(fmt):
+    """A picture is taken in sRGB, as a viewer shows it: a phone's photos carry Display P3, a scan Adobe RGB.
+    (And turned upright: the profile survives the EXIF rotation.)"""
+    red, exif = Image.new("RGB", (8, 4), (255, 0, 0)), Image.Exif()
+    exif[0x0112] = 6
+    loaded = transformer.load_image(saved(red, fmt, icc_profile=swapped_primaries_profile(), exif=exif.tobytes()))
+    assert loaded.size == (4, 8) and np.abs(np.asarray(loaded).astype(int) - (0, 255, 0)).max() <= 2
+
+
+def test_a_grey_profile_is_applied_to_a_grey_picture():
+    """A profile of the picture's own channels (grey here; CMYK likewise) converts from those: linear grey
+    128 is sRGB's 188."""
+    tags = srgb_profile_tags()
+    linear = icc_profile(b"GRAY", {b"desc": tags[b"desc"], b"wtpt": tags[b"wtpt"], b"kTRC": b"curv" + bytes(8)})
+    grey = Image.new("L", (4, 4), 128)
+    assert np.asarray(transformer.load_image(saved(grey, icc_profile=linear))).tolist() == [[[188] * 3] * 4] * 4
+
+
+def test_a_damaged_colour_profile_is_ignored():
+    red, whole = Image.new("RGB", (8, 8), (255, 0, 0)), swapped_primaries_profile()
+    unreadable_space = whole[:16] + b"\xff" * 4 + whole[20:]
+    for profile in (b"not a profile", whole[:200], unreadable_space):
+        assert np.asarray(transformer.load_image(saved(red, icc_profile=profile))).tolist() == [[[255, 0, 0]] * 8] * 8
+
+
+def test_training_reads_pictures_as_the_original_does():
+    """Without EXIF rotation or colour profile (PIL's `convert('RGB')`), as the original's data loader."""
+    red = Image.new("RGB", (8, 4), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    loaded = transformer.load_image(saved(red, icc_profile=swapped_primaries_profile(), exif=exif.tobytes()),
+                                    as_shown=False)
+    assert loaded.size == (8, 4) and np.asarray(loaded).tolist() == [[[255, 0, 0]] * 8] * 4
 
 
 def torch_coral(source, target):
