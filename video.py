@@ -1,14 +1,16 @@
 """Video in and out through PyAV (FFmpeg's libraries, shipped inside the wheel).
 
 Reading: any container and codec FFmpeg decodes, frames turned upright per the stream's
-display rotation, timestamps kept; damaged packets are skipped, not the end of the video.
-Recordings joined end to end (`cat a.ts b.ts`) are read as one video: their timestamps go on
-where they would restart, and frames of another size are scaled to the first one's.
+display rotation (and with them the shape of anamorphic pixels), timestamps kept; damaged
+packets are skipped, not the end of the video. Recordings joined end to end (`cat a.ts b.ts`)
+are read as one video: their timestamps go on where they would restart, and frames of another
+size are scaled to the first one's.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
-rate and 24000/1001 survive), its colour tags (a player shows the output in the input's
-colours: BT.709 HD stays BT.709), and the input's first audio track that a codec reads, read
-separately from the input file and interleaved by time: copied when MP4 can hold its codec,
-otherwise re-encoded to AAC; its damaged packets are skipped too.
+rate and 24000/1001 survive), its colour tags and pixel shape (a player shows the output in
+the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), and the
+input's first audio track that a codec reads, read separately from the input file and
+interleaved by time: copied when MP4 can hold its codec, otherwise re-encoded to AAC; its
+damaged packets are skipped too.
 """
 import fractions
 
@@ -48,6 +50,13 @@ def upright(array, rotation):
     return np.ascontiguousarray(np.rot90(array, k=(rotation // 90) % 4)) if rotation % 360 else array
 
 
+def upright_aspect(aspect, rotation):
+    """The width / height of pixels `aspect` as stored once turned by `rotation` (None for square)."""
+    if not aspect or aspect == 1:
+        return None
+    return aspect if rotation % 180 == 0 else 1 / aspect
+
+
 class Timeline:
     """A stream's timestamps made to increase: where they go back or repeat (a recording joined to the
     end of another restarts at its own zero), that one and all after it move on to one `step` after the
@@ -85,6 +94,7 @@ class VideoReader:
         self.frames_expected = self.video.frames  # 0 when the container does not say
         self.damaged_packets = 0
         self.rescaled = 0  # frames of another size than the first, scaled to it
+        self.pixel_aspect = None  # width / height of an upright frame's pixels, from the first frame on (None: 1)
         self.timeline = Timeline()
         self.read_error = None
         self.problem = None  # why the file seems damaged, once `frames` has run to its end
@@ -96,7 +106,9 @@ class VideoReader:
         decoded, last_pts, size = 0, None, None
         step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the stream's time base
         for frame in self._decoded_frames():
-            size = size or (frame.width, frame.height)
+            if size is None:
+                size = (frame.width, frame.height)
+                self.pixel_aspect = upright_aspect(self.video.sample_aspect_ratio, frame.rotation)
             self.rescaled += (frame.width, frame.height) != size
             pts = frame.pts if frame.pts is not None else round(decoded / self.rate / self.time_base)
             pts = self.timeline.place(pts, step)
@@ -172,8 +184,8 @@ def pad_to_even(array):
 
 
 class VideoWriter:
-    """An H.264/MP4 file (into an open binary file) with the reader's timestamps, colour tags and its file's
-    audio."""
+    """An H.264/MP4 file (into an open binary file) with the reader's timestamps, colour tags, pixel shape
+    (known once the reader has read its first frame) and its file's audio."""
 
     def __init__(self, file, reader, width, height):
         self.file = _OutputFile(file)
@@ -188,6 +200,8 @@ class VideoWriter:
         self.matrix = matrix if matrix in YUV_MATRICES else UNTAGGED
         context = self.video.codec_context
         context.colorspace, context.color_primaries, context.color_trc = self.matrix, primaries, transfer
+        if reader.pixel_aspect:
+            context.sample_aspect_ratio = reader.pixel_aspect
         self.audio = None if reader.audio_index is None else \
             _AudioTrack(reader.path, reader.audio_index, self.container)
 

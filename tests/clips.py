@@ -15,15 +15,19 @@ def pattern(index, width, height):
 
 
 def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(24000, 1001), audio="aac",
-              rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p", colour=None):
+              rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p", colour=None,
+              aspect=None):
     """Write a clip; returns the list of frame timestamps (in the video time base) it wrote. `colour`:
     (matrix, primaries, transfer), FFmpeg's numbers, to encode with and tag the clip with (default: untagged,
-    encoded with swscale's default matrix, BT.601)."""
+    encoded with swscale's default matrix, BT.601); `aspect`: the width / height of its pixels (anamorphic
+    video; default square)."""
     out = av.open(path, "w", format=container)
     stream = out.add_stream(codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     if rotation:
         stream.set_display_rotation(rotation)
+    if aspect:
+        stream.codec_context.sample_aspect_ratio = aspect
     time_base = fractions.Fraction(1, 90000) if variable_rate else 1 / rate
     stream.codec_context.time_base = time_base
     if colour:

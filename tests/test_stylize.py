@@ -21,6 +21,7 @@ from conftest import REPO, run_script
 
 
 BT709 = (1, 1, 1)  # FFmpeg's numbers for its colour matrix, primaries and transfer: what HD cameras tag
+WIDE, TALL = fractions.Fraction(4, 3), fractions.Fraction(3, 4)  # anamorphic pixels: width / height
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,13 @@ def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
     paths = {
         "main": str(folder / "main.mp4"),        # 66×50: not a multiple of 8; 24000/1001 fps; AAC; BT.709
-        "odd": str(folder / "odd.mp4"),          # 65×49 stored, shown rotated by 90°, variable frame rate
+        "odd": str(folder / "odd.mp4"),          # 65×49 stored, shown rotated by 90°, variable frame rate,
+                                                 # pixels 4:3 (anamorphic)
     }
     stamps = {
         "main": make_clip(paths["main"], 66, 50, frames=12, colour=BT709),
-        "odd": make_clip(paths["odd"], 65, 49, frames=7, rotation=90, variable_rate=True, pix_fmt="yuv444p"),
+        "odd": make_clip(paths["odd"], 65, 49, frames=7, rotation=90, variable_rate=True, pix_fmt="yuv444p",
+                         aspect=WIDE),
     }
     style = folder / "style.png"
     Image.fromarray(pattern(3, 60, 45)[::-1].copy()).save(style)
@@ -53,7 +56,7 @@ def describe(path):
         stream = container.streams.video[0]
         frames = [(f.pts * f.time_base, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
         facts = dict(codec=stream.codec_context.name, pix_fmt=stream.codec_context.pix_fmt,
-                     size=(stream.width, stream.height), rate=stream.average_rate,
+                     size=(stream.width, stream.height), rate=stream.average_rate, aspect=stream.sample_aspect_ratio,
                      colour=(stream.codec_context.colorspace, stream.codec_context.color_primaries,
                              stream.codec_context.color_trc))
     with av.open(path) as container:
@@ -81,6 +84,7 @@ def test_video_keeps_size_rate_timestamps_colours_frames_and_sound(clips, styliz
     result = describe(str(stylized["out"] / "main_stylized_style.mp4"))
     assert result["codec"] == "h264" and result["pix_fmt"] == "yuv420p"
     assert result["colour"] == source["colour"] == BT709
+    assert result["aspect"] in (None, 1)  # square pixels stay square
     assert result["size"] == (66, 50)
     assert len(result["frames"]) == 12
     assert result["times"] == source["times"]
@@ -99,9 +103,11 @@ def test_audio_is_interleaved_with_the_video(stylized):
     assert first_audio < last_video
 
 
-def test_rotated_odd_variable_rate_video(clips, stylized):
+def test_rotated_odd_variable_rate_anamorphic_video(clips, stylized):
     source = describe(clips["paths"]["odd"])
     result = describe(str(stylized["out"] / "odd_stylized_style.mp4"))
+    # Pixels 4:3 wide as stored are 3:4 upright: a player shows the output in the input's shape.
+    assert source["aspect"] == WIDE and result["aspect"] == TALL
     # Shown upright: 49 wide, 65 high; encoded with one repeated row and column (4:2:0 needs even sizes).
     assert result["size"] == (50, 66)
     assert "7 frames 49x65 (encoded at 50x66" in stylized["stderr"]
@@ -138,6 +144,16 @@ def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour)
     green = (slice(4, 16), slice(4, 22))  # inside the clip's green corner
     errors = [np.abs(rgb[green].astype(int) - frame[green]).mean() for (*_, rgb), frame in zip(shown, read)]
     assert max(errors) <= 3, errors
+
+
+@pytest.mark.parametrize("aspect,rotation,upright", [(None, 90, None), (WIDE, 0, WIDE), (WIDE, 90, TALL),
+                                                     (WIDE, 180, WIDE)])
+def test_reader_gives_the_shape_of_upright_pixels(tmp_path, aspect, rotation, upright):
+    path = str(tmp_path / "clip.mp4")
+    make_clip(path, 64, 48, frames=2, audio=None, rotation=rotation, aspect=aspect)
+    with video.VideoReader(path) as reader:
+        list(reader.frames())
+    assert reader.pixel_aspect == upright
 
 
 def test_reader_turns_rotated_frames_upright(clips):
