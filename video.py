@@ -40,9 +40,16 @@ def probe(path):
         return "image"
     try:
         with av.open(path) as container:
-            return "video" if container.streams.video else None
+            return "video" if video_streams(container) else None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def video_streams(container):
+    """A file's video streams, less attached pictures: the cover art of a song or an album, which FFmpeg
+    lists as a one-frame video stream."""
+    return [stream for stream in container.streams.video
+            if not stream.disposition & av.stream.Disposition.attached_pic]
 
 
 def upright(array, rotation):
@@ -75,12 +82,12 @@ class Timeline:
 
 
 class VideoReader:
-    """The upright RGB frames of a file's first video stream, with their timestamps."""
+    """The upright RGB frames of a file's first video stream (`video_streams`), with their timestamps."""
 
     def __init__(self, path):
         self.path = path
         self.container = av.open(path)
-        self.video = self.container.streams.video[0]
+        self.video = video_streams(self.container)[0]
         self.video.thread_type = "AUTO"
         # The first audio track FFmpeg can read (a damaged header can leave a track without a codec).
         self.audio_index = next((stream.index for stream in self.container.streams.audio

@@ -1,6 +1,7 @@
 """test_video.py (stylizing videos and images) end to end on clips the tests make, and every bad
 input it must survive."""
 import fractions
+import io
 import os
 import signal
 import subprocess
@@ -202,6 +203,34 @@ def test_other_containers_by_content_not_name(stylize, clips, tmp_path, containe
     assert (out["audio"] is None) == (audio is None)
     if audio:
         assert out["audio"][0] == "aac" and out["audio"][1] > 0.4
+
+
+def song_with_cover_art(path):
+    """An MP3 with its cover picture, which FFmpeg lists as a one-frame video stream (an "attached picture")."""
+    cover = io.BytesIO()
+    Image.fromarray(pattern(0, 40, 40)).save(cover, "JPEG")
+    with av.open(path, "w", format="mp3") as out:
+        picture = out.add_stream("mjpeg")
+        picture.width = picture.height = 40
+        picture.pix_fmt, picture.disposition = "yuvj420p", av.stream.Disposition.attached_pic
+        sound = out.add_stream("mp3", rate=44100)
+        sound.layout = "mono"
+        packet = av.Packet(cover.getvalue())
+        packet.stream, packet.pts, packet.dts = picture, 0, 0
+        out.mux(packet)
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 44100), np.float32), format="fltp", layout="mono")
+        samples.sample_rate, samples.pts = 44100, 0
+        out.mux(sound.encode(samples))
+        out.mux(sound.encode(None))
+
+
+def test_a_song_with_cover_art_is_not_a_video(stylize, clips, tmp_path):
+    """Not a one-frame "damaged video" (the cover stylized, a warning, exit 1): not a video at all."""
+    song = str(tmp_path / "song.mp3")
+    song_with_cover_art(song)
+    assert video.probe(song) is None
+    code, lines = stylize("--content", song, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and lines == [f"error: {song}: neither an image nor a video that can be read"]
 
 
 def joined_recordings(folder, sizes, audio):
