@@ -92,11 +92,12 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- reading the videos
 
 def video_facts(path, flag):
-    """(frame count, width, height) of an upright video, from its packets and first frame."""
+    """(frame count, width, height) of an upright video, from its packets (less those of frames that are
+    decoded but not shown: `VideoReader.hidden_frames`) and first frame."""
     if video.probe(regular_file(path, flag)) != "video":
         raise UserError(f"{flag} {path}: not a video that can be read")
     with video.VideoReader(path) as reader:
-        count = sum(1 for packet in reader.container.demux(reader.video) if packet.size)
+        count = sum(1 for packet in reader.container.demux(reader.video) if packet.size and not packet.is_discard)
     with video.VideoReader(path) as reader:
         first = next(reader.frames(), (None,))[0]
     if first is None:

@@ -100,6 +100,9 @@ class VideoReader:
         self.colour = (context.colorspace, context.color_primaries, context.color_trc)
         self.frames_expected = self.video.frames  # 0 when the container does not say
         self.damaged_packets = 0
+        # Frames decoded but not shown: an MP4 cut without re-encoding starts at the keyframe before the cut,
+        # and its edit list hides the frames before it; the demuxer marks their packets "discard".
+        self.hidden_frames = 0
         self.rescaled = 0  # frames of another size than the first, scaled to it
         self.pixel_aspect = None  # width / height of an upright frame's pixels, from the first frame on (None: 1)
         self.timeline = Timeline()
@@ -127,6 +130,7 @@ class VideoReader:
         """Skip packets that do not decode; after a container error, flush what the decoder still holds."""
         try:
             for packet in self.container.demux(self.video):
+                self.hidden_frames += packet.is_discard
                 try:
                     frames = packet.decode()
                 except av.FFmpegError:
@@ -151,8 +155,8 @@ class VideoReader:
             problems.append(f"{self.damaged_packets} damaged packet(s) skipped")
         if self.container.streams.audio and self.audio_index is None:
             problems.append("its sound is left out: no codec reads its audio track")
-        if self.frames_expected and decoded < self.frames_expected:
-            problems.append(f"the file announces {self.frames_expected} frames")
+        if self.frames_expected and decoded < self.frames_expected - self.hidden_frames:
+            problems.append(f"the file announces {self.frames_expected - self.hidden_frames} frames")
         elif self.container.duration and last_pts is not None:
             announced = self.container.duration / av.time_base
             end = float((last_pts - (self.video.start_time or 0)) * self.time_base) + 1 / float(self.rate)

@@ -77,3 +77,17 @@ def remuxed(source, path, container, damage):
                 packet = damaged
             packet.stream = streams[index]
             out.mux(packet)
+
+
+def cut_without_reencoding(source, path, start):
+    """What `ffmpeg -ss <start> -i source -c copy path` writes: the packets from the keyframe before `start` on,
+    with `start` as time 0, and an edit list in the MP4 that has the frames before it decoded but not shown."""
+    with av.open(source) as given, av.open(path, "w") as out:
+        streams = {stream.index: out.add_stream_from_template(stream) for stream in given.streams}
+        for packet in given.demux():
+            if packet.dts is None:
+                continue
+            shift = round(start / packet.time_base)
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, streams[packet.stream.index]
+            if packet.stream.type == "video" or packet.pts >= 0:
+                out.mux(packet)

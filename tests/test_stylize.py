@@ -17,7 +17,7 @@ import cli
 import test_video
 import video
 import weights
-from clips import make_clip, pattern, remuxed
+from clips import cut_without_reencoding, make_clip, pattern, remuxed
 from conftest import REPO, run_script
 
 
@@ -203,6 +203,19 @@ def test_other_containers_by_content_not_name(stylize, clips, tmp_path, containe
     assert (out["audio"] is None) == (audio is None)
     if audio:
         assert out["audio"][0] == "aac" and out["audio"][1] > 0.4
+
+
+def test_a_video_cut_without_reencoding_is_not_damaged(stylize, clips, tmp_path):
+    """Its file holds more frames than it shows: those before the cut are there to be decoded, not shown."""
+    whole, cut = str(tmp_path / "whole.mp4"), str(tmp_path / "cut.mp4")
+    make_clip(whole, 64, 48, frames=48, rate=fractions.Fraction(24))  # one keyframe, at 0
+    cut_without_reencoding(whole, cut, fractions.Fraction(13, 10))
+    with video.VideoReader(cut) as reader:
+        frames = list(reader.frames())
+        assert reader.problem is None and reader.frames_expected == 48
+    assert len(frames) == 16 and frames[0][1] == 0  # 1.3 s at 24 frames/s: frames 32 to 47
+    code, lines = stylize("--content", cut, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0 and not any("WARNING" in line for line in lines), lines
 
 
 def song_with_cover_art(path):
