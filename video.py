@@ -103,6 +103,7 @@ class VideoReader:
         # Frames decoded but not shown: an MP4 cut without re-encoding starts at the keyframe before the cut,
         # and its edit list hides the frames before it; the demuxer marks their packets "discard".
         self.hidden_frames = 0
+        self.other_data_end = 0.0  # seconds: where the packets of the file's other streams end
         self.rescaled = 0  # frames of another size than the first, scaled to it
         self.pixel_aspect = None  # width / height of an upright frame's pixels, from the first frame on (None: 1)
         self.timeline = Timeline()
@@ -127,9 +128,13 @@ class VideoReader:
         self.problem = self._problem(decoded, last_pts)
 
     def _decoded_frames(self):
-        """Skip packets that do not decode; after a container error, flush what the decoder still holds."""
+        """Skip packets that do not decode; after a container error, flush what the decoder still holds. The
+        other streams' packets are only timed (`other_data_end`)."""
         try:
-            for packet in self.container.demux(self.video):
+            for packet in self.container.demux():
+                if packet.stream.index != self.video.index:
+                    self._time_other_packet(packet)
+                    continue
                 self.hidden_frames += packet.is_discard
                 try:
                     frames = packet.decode()
@@ -146,6 +151,11 @@ class VideoReader:
             return
         yield from frames
 
+    def _time_other_packet(self, packet):
+        if packet.pts is not None:
+            end = packet.pts + (packet.duration or 0) - (packet.stream.start_time or 0)
+            self.other_data_end = max(self.other_data_end, float(end * packet.time_base))
+
     def _problem(self, decoded, last_pts):
         """Why the file seems damaged, or None: FFmpeg often just stops at the end of the data."""
         problems = []
@@ -158,10 +168,12 @@ class VideoReader:
         if self.frames_expected and decoded < self.frames_expected - self.hidden_frames:
             problems.append(f"the file announces {self.frames_expected - self.hidden_frames} frames")
         elif self.container.duration and last_pts is not None:
+            # A file cut short stops in every stream; sound may go on after the last frame of a whole one.
             announced = self.container.duration / av.time_base
             end = float((last_pts - (self.video.start_time or 0)) * self.time_base) + 1 / float(self.rate)
-            if end < announced - max(0.5, 2 / float(self.rate)):
-                problems.append(f"the file announces {announced:.2f} s, its frames stop at {end:.2f} s")
+            if max(end, self.other_data_end) < announced - max(0.5, 2 / float(self.rate)):
+                problems.append(f"the file announces {announced:.2f} s, its data stops at "
+                                f"{max(end, self.other_data_end):.2f} s")
         return "; ".join(problems) or None
 
     def joined(self):

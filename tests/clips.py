@@ -16,11 +16,11 @@ def pattern(index, width, height):
 
 def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(24000, 1001), audio="aac",
               rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p", colour=None,
-              aspect=None):
+              aspect=None, sound_seconds=None):
     """Write a clip; returns the list of frame timestamps (in the video time base) it wrote. `colour`:
     (matrix, primaries, transfer), FFmpeg's numbers, to encode with and tag the clip with (default: untagged,
     encoded with swscale's default matrix, BT.601); `aspect`: the width / height of its pixels (anamorphic
-    video; default square)."""
+    video; default square); `sound_seconds`: how long its sound lasts (default: as long as its frames)."""
     out = av.open(path, "w", format=container)
     stream = out.add_stream(codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -48,7 +48,7 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
     if sound is not None:
-        seconds = float(pts * time_base)
+        seconds = sound_seconds or float(pts * time_base)
         t = np.arange(int(48000 * seconds)) / 48000
         samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")

@@ -281,9 +281,21 @@ def test_recordings_joined_end_to_end_are_stylized_as_one_video(stylize, clips, 
     assert any("joined recordings: 1 restart(s) of its timestamps continued" in line for line in lines), lines
 
 
-def test_truncated_video_is_stylized_as_far_as_it_decodes(stylize, clips, tmp_path):
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_sound_that_outlasts_the_frames_is_not_damage(tmp_path, container):
+    """A video whose sound goes on after its last frame (music laid under a short clip) is whole, though the
+    file's duration, its sound's, goes beyond its frames."""
+    path = str(tmp_path / "clip")
+    make_clip(path, 48, 40, frames=20, rate=fractions.Fraction(10), container=container, sound_seconds=5)
+    with video.VideoReader(path) as reader:
+        assert len(list(reader.frames())) == 20 and reader.problem is None
+        assert reader.container.duration / av.time_base >= 4.9
+
+
+@pytest.mark.parametrize("audio", [None, "aac"])
+def test_truncated_video_is_stylized_as_far_as_it_decodes(stylize, clips, tmp_path, audio):
     whole = str(tmp_path / "whole.mkv")
-    make_clip(whole, 48, 40, frames=30, rate=fractions.Fraction(10), audio=None, container="matroska")
+    make_clip(whole, 48, 40, frames=30, rate=fractions.Fraction(10), audio=audio, container="matroska")
     data = open(whole, "rb").read()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) * 2 // 3])
