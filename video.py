@@ -1,10 +1,11 @@
 """Video in and out through PyAV (FFmpeg's libraries, shipped inside the wheel).
 
 Reading: any container and codec FFmpeg decodes, frames turned upright per the stream's
-display rotation (and with them the shape of anamorphic pixels), timestamps kept; damaged
-packets are skipped, not the end of the video. Recordings joined end to end (`cat a.ts b.ts`)
-are read as one video: their timestamps go on where they would restart, and frames of another
-size are scaled to the first one's.
+display rotation (and with them the shape of anamorphic pixels), timestamps kept (counted
+from where the video and its sound start, as FFmpeg counts them: `VideoReader._start`);
+damaged packets are skipped, not the end of the video. Recordings joined end to end
+(`cat a.ts b.ts`) are read as one video: their timestamps go on where they would restart,
+and frames of another size are scaled to the first one's.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), its colour tags and pixel shape (a player shows the output in
 the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), and the
@@ -94,6 +95,7 @@ class VideoReader:
                                  if stream.codec_context is not None), None)
         self.rate = self.video.average_rate or self.video.guessed_rate or DEFAULT_RATE
         self.time_base = self.video.time_base or 1 / self.rate
+        self.start = self._start()
         # The colour matrix, primaries and transfer the stream is tagged with (FFmpeg's numbers, or UNTAGGED):
         # swscale turns its YUV into RGB with that matrix, and the writer must turn RGB back with the same.
         context = self.video.codec_context
@@ -110,18 +112,27 @@ class VideoReader:
         self.read_error = None
         self.problem = None  # why the file seems damaged, once `frames` has run to its end
 
+    def _start(self):
+        """Where the video and its sound start, in seconds: a recording cut from a broadcast or a camera's
+        MPEG-TS starts where its clock stood, perhaps hours in. Frames and sound are timed from there, as
+        FFmpeg times them, so that the output starts at 0. (A start below 0, an MP4's audio priming, stays.)"""
+        streams = [self.video] + ([self.container.streams[self.audio_index]] if self.audio_index is not None else [])
+        starts = [stream.start_time * stream.time_base for stream in streams if stream.start_time is not None]
+        return max(0, min(starts, default=0))
+
     def frames(self):
         """Yield (HWC uint8 array, pts) for every frame that decodes, in display order, with increasing
         timestamps (`Timeline`) and all of the first frame's size: where the size changes (recordings
         joined end to end), the other frames are scaled to it, as FFmpeg does."""
         decoded, last_pts, size = 0, None, None
         step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the stream's time base
+        start = round(self.start / self.time_base)
         for frame in self._decoded_frames():
             if size is None:
                 size = (frame.width, frame.height)
                 self.pixel_aspect = upright_aspect(self.video.sample_aspect_ratio, frame.rotation)
             self.rescaled += (frame.width, frame.height) != size
-            pts = frame.pts if frame.pts is not None else round(decoded / self.rate / self.time_base)
+            pts = frame.pts - start if frame.pts is not None else round(decoded / self.rate / self.time_base)
             pts = self.timeline.place(pts, step)
             yield upright(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]), frame.rotation), pts
             decoded, last_pts = decoded + 1, pts
@@ -153,8 +164,8 @@ class VideoReader:
 
     def _time_other_packet(self, packet):
         if packet.pts is not None:
-            end = packet.pts + (packet.duration or 0) - (packet.stream.start_time or 0)
-            self.other_data_end = max(self.other_data_end, float(end * packet.time_base))
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base - self.start
+            self.other_data_end = max(self.other_data_end, float(end))
 
     def _problem(self, decoded, last_pts):
         """Why the file seems damaged, or None: FFmpeg often just stops at the end of the data."""
@@ -170,7 +181,7 @@ class VideoReader:
         elif self.container.duration and last_pts is not None:
             # A file cut short stops in every stream; sound may go on after the last frame of a whole one.
             announced = self.container.duration / av.time_base
-            end = float((last_pts - (self.video.start_time or 0)) * self.time_base) + 1 / float(self.rate)
+            end = float(last_pts * self.time_base) + 1 / float(self.rate)
             if max(end, self.other_data_end) < announced - max(0.5, 2 / float(self.rate)):
                 problems.append(f"the file announces {announced:.2f} s, its data stops at "
                                 f"{max(end, self.other_data_end):.2f} s")
@@ -226,7 +237,7 @@ class VideoWriter:
         if reader.pixel_aspect:
             context.sample_aspect_ratio = reader.pixel_aspect
         self.audio = None if reader.audio_index is None else \
-            _AudioTrack(reader.path, reader.audio_index, self.container)
+            _AudioTrack(reader.path, reader.audio_index, self.container, reader.start)
 
     def write_frame(self, array, pts):
         if self.audio:
@@ -291,12 +302,13 @@ class _OutputFile:
 
 
 class _AudioTrack:
-    """Audio track `index` of a file, demuxed on its own and muxed into `output` in step with the video."""
+    """Audio track `index` of a file, demuxed on its own and muxed into `output` in step with the video, timed
+    from `start` seconds (`VideoReader.start`)."""
 
-    def __init__(self, path, index, output):
+    def __init__(self, path, index, output, start):
         self.source = av.open(path)
         self.input = self.source.streams[index]
-        self.output = output
+        self.output, self.start = output, start
         self.copy = self.input.codec_context.name in AUDIO_COPY_CODECS
         if self.copy:
             self.stream = output.add_stream_from_template(self.input)
@@ -318,7 +330,8 @@ class _AudioTrack:
             for packet in self.source.demux(self.input):
                 if packet.dts is None:
                     continue
-                shift = self.timeline.place(packet.dts, max(1, packet.duration or 0)) - packet.dts
+                start = round(self.start / packet.time_base)
+                shift = self.timeline.place(packet.dts - start, max(1, packet.duration or 0)) - packet.dts
                 packet.dts += shift
                 if packet.pts is not None:
                     packet.pts += shift

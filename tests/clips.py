@@ -79,15 +79,17 @@ def remuxed(source, path, container, damage):
             out.mux(packet)
 
 
-def cut_without_reencoding(source, path, start):
-    """What `ffmpeg -ss <start> -i source -c copy path` writes: the packets from the keyframe before `start` on,
-    with `start` as time 0, and an edit list in the MP4 that has the frames before it decoded but not shown."""
+def shifted(source, path, seconds):
+    """`source` remuxed to `path` with every timestamp `seconds` later. Later: a recording cut from a broadcast,
+    which starts where the broadcast's clock stood. Earlier: what `ffmpeg -ss <-seconds> -i source -c copy path`
+    writes, the video from the keyframe before the cut on, with an edit list in an MP4 that has the frames before
+    the cut decoded but not shown; the sound before it is dropped."""
     with av.open(source) as given, av.open(path, "w") as out:
         streams = {stream.index: out.add_stream_from_template(stream) for stream in given.streams}
         for packet in given.demux():
             if packet.dts is None:
                 continue
-            shift = round(start / packet.time_base)
-            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, streams[packet.stream.index]
+            shift = round(seconds / packet.time_base)
+            packet.pts, packet.dts, packet.stream = packet.pts + shift, packet.dts + shift, streams[packet.stream.index]
             if packet.stream.type == "video" or packet.pts >= 0:
                 out.mux(packet)

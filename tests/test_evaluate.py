@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import evaluate
-from clips import cut_without_reencoding, make_clip, remuxed
+from clips import make_clip, remuxed, shifted
 from cli import UserError
 import test_video
 from conftest import run_script
@@ -182,7 +182,7 @@ def test_a_video_cut_without_reencoding_counts_the_frames_it_shows(tmp_path):
     by test_video.py, has only the shown ones)."""
     whole, cut = str(tmp_path / "whole.mp4"), str(tmp_path / "cut.mp4")
     make_clip(whole, 64, 48, frames=48)
-    cut_without_reencoding(whole, cut, 1.3)
+    shifted(whole, cut, -1.3)
     assert evaluate.video_facts(cut, "--content") == (16, 64, 48)
 
 

@@ -17,7 +17,7 @@ import cli
 import test_video
 import video
 import weights
-from clips import cut_without_reencoding, make_clip, pattern, remuxed
+from clips import make_clip, pattern, remuxed, shifted
 from conftest import REPO, run_script
 
 
@@ -209,13 +209,34 @@ def test_a_video_cut_without_reencoding_is_not_damaged(stylize, clips, tmp_path)
     """Its file holds more frames than it shows: those before the cut are there to be decoded, not shown."""
     whole, cut = str(tmp_path / "whole.mp4"), str(tmp_path / "cut.mp4")
     make_clip(whole, 64, 48, frames=48, rate=fractions.Fraction(24))  # one keyframe, at 0
-    cut_without_reencoding(whole, cut, fractions.Fraction(13, 10))
+    shifted(whole, cut, -fractions.Fraction(13, 10))
     with video.VideoReader(cut) as reader:
         frames = list(reader.frames())
         assert reader.problem is None and reader.frames_expected == 48
     assert len(frames) == 16 and frames[0][1] == 0  # 1.3 s at 24 frames/s: frames 32 to 47
     code, lines = stylize("--content", cut, "--style", clips["style"], "--output", tmp_path / "o")
     assert code == 0 and not any("WARNING" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("audio", ["aac", "mp2"], ids=["sound copied", "sound re-encoded"])
+def test_a_recording_that_starts_late_is_written_from_time_zero(stylize, clips, tmp_path, audio):
+    """A broadcast's or a camera's MPEG-TS starts where its clock stood (here 1000 s in). Written as it is,
+    the MP4 would open with 1000 s of nothing (an empty edit), and re-encoded sound, which starts at 0,
+    would be 1000 s off its frames. As FFmpeg does, the output starts at 0, the streams in step."""
+    recording, late = str(tmp_path / "recording.ts"), str(tmp_path / "late.ts")
+    stamps = make_clip(recording, 48, 40, frames=12, rate=fractions.Fraction(10), container="mpegts", audio=audio)
+    shifted(recording, late, 1000)
+    code, lines = stylize("--content", late, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    out = str(tmp_path / "o" / "late_stylized_style.mp4")
+    with av.open(late) as container:
+        start = container.start_time / av.time_base  # its earliest stream's first timestamp: 1000 s and a bit
+    assert 1000 <= start < 1000.5 and len(stamps) == 12
+    np.testing.assert_allclose([float(t) for t in describe(out)["times"]],
+                               [float(t) - start for t in describe(late)["times"]], atol=1e-3)  # MP4 edits: ms
+    with av.open(out) as container:
+        assert container.duration / av.time_base < 1.5
+        assert abs(float(container.streams.audio[0].start_time * container.streams.audio[0].time_base)) < 0.1
 
 
 def song_with_cover_art(path):
