@@ -98,8 +98,8 @@ class VideoReader:
         self.start = self._start()
         # The colour matrix, primaries and transfer the stream is tagged with (FFmpeg's numbers, or UNTAGGED):
         # swscale turns its YUV into RGB with that matrix, and the writer must turn RGB back with the same.
-        context = self.video.codec_context
-        self.colour = (context.colorspace, context.color_primaries, context.color_trc)
+        context = self.video.codec_context  # None where no codec reads the stream (a damaged header)
+        self.colour = (context.colorspace, context.color_primaries, context.color_trc) if context else (UNTAGGED,) * 3
         self.frames_expected = self.video.frames  # 0 when the container does not say
         self.damaged_packets = 0
         # Frames decoded but not shown: an MP4 cut without re-encoding starts at the keyframe before the cut,
@@ -322,6 +322,10 @@ class _AudioTrack:
         self.damaged_packets = 0
         self.packets = self._packets()
         self.next = next(self.packets, None)
+        # Re-encoded sound is timed by counting its samples, from where the input's sound starts: the
+        # encoder's frames are of another size, and a damaged input's timestamps may jump.
+        lead = max(0, self.next.dts * self.next.time_base) if self.next is not None else 0
+        self.samples = round(lead * self.input.codec_context.sample_rate)
 
     def _packets(self):
         """The track's packets, with increasing timestamps (`Timeline`); a damaged file's audio ends where its
@@ -362,7 +366,8 @@ class _AudioTrack:
                 self.output.mux(packet)
                 return
             for frame in packet.decode():
-                frame.pts = None
+                frame.pts, frame.time_base = self.samples, fractions.Fraction(1, frame.sample_rate)
+                self.samples += frame.samples
                 self.output.mux(self.stream.encode(frame))
         except (av.FFmpegError, ValueError) as error:
             if isinstance(error, (av.error.PyAVCallbackError, OSError)):

@@ -2,6 +2,7 @@
 input it must survive."""
 import fractions
 import io
+import itertools
 import os
 import signal
 import subprocess
@@ -239,6 +240,29 @@ def test_a_recording_that_starts_late_is_written_from_time_zero(stylize, clips, 
         assert abs(float(container.streams.audio[0].start_time * container.streams.audio[0].time_base)) < 0.1
 
 
+@pytest.mark.parametrize("container,audio", [("mpegts", "aac"), ("mpegts", "mp2"), ("matroska", "pcm_s16le")],
+                         ids=["copied", "re-encoded", "PCM re-encoded"])
+def test_sound_that_starts_after_the_first_frame_stays_in_step(tmp_path, container, audio):
+    """Half a second of silence before the sound (a DVB recording's sound often starts apart from its picture):
+    the output's sound starts as far after its first frame, whether copied or re-encoded to AAC."""
+    source, output = str(tmp_path / "in"), tmp_path / "out.mp4"
+    make_clip(source, 48, 40, frames=20, rate=fractions.Fraction(10), container=container, audio=audio,
+              sound_start=0.5)
+    with video.VideoReader(source) as reader, open(output, "wb") as file:
+        frames = reader.frames()
+        first = next(frames)
+        writer = video.VideoWriter(file, reader, 48, 40)
+        for frame, pts in itertools.chain([first], frames):
+            writer.write_frame(frame, pts)
+        writer.close()
+
+    def sound_after_picture(path):
+        with av.open(path) as given:
+            video_start, sound_start = (float(stream.start_time * stream.time_base) for stream in given.streams)
+        return sound_start - video_start
+    assert sound_after_picture(str(output)) == pytest.approx(sound_after_picture(source), abs=0.03)
+
+
 def song_with_cover_art(path):
     """An MP3 with its cover picture, which FFmpeg lists as a one-frame video stream (an "attached picture")."""
     cover = io.BytesIO()
@@ -369,6 +393,16 @@ def test_an_audio_track_no_codec_reads_is_left_out_with_a_warning(stylize, clips
     assert code == 1 and any("no codec reads its audio track" in line for line in lines), lines
     out = describe(str(tmp_path / "o" / "damaged_stylized_style.mp4"))
     assert len(out["frames"]) == 10 and out["audio"] is None
+
+
+def test_a_video_track_no_codec_reads_is_one_line(stylize, clips, tmp_path):
+    whole, damaged = tmp_path / "whole.mp4", tmp_path / "damaged.mp4"
+    make_clip(str(whole), 48, 40, frames=10, audio=None)
+    data = whole.read_bytes()
+    entry, configuration = data.rfind(b"avc1"), data.find(b"avcC")  # H.264's sample entry (after the file type's)
+    damaged.write_bytes(data[:entry] + b"zzzz" + data[entry + 4:configuration] + b"xxxx" + data[configuration + 4:])
+    code, lines = stylize("--content", damaged, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and len(lines) == 1 and "a video without any decodable frame" in lines[0], lines
 
 
 def test_a_damaged_packet_costs_one_frame_not_the_rest(tmp_path):
