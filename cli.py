@@ -60,7 +60,7 @@ def run(main, argv=None, workers=False):
     try:
         main(argv)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever a library's text holds
         sys.exit(1)
 
 

@@ -207,7 +207,7 @@ def style_targets(path, encoder, height, max_pixels):
     try:
         image = transformer.load_image(regular_file(path, "--style"), max_pixels)
         image = transformer.resize_shorter_side(image, transformer.style_side(height), max_pixels)
-    except (OSError, ValueError, SyntaxError) as error:
+    except transformer.DAMAGED_PICTURE_ERRORS as error:
         raise UserError(f"--style {path}: not an image that can be used ({error})")
     statistics = net.style_statistics(encoder(np.asarray(image)))
     jt.sync([value for pair in statistics for value in pair])

@@ -81,7 +81,7 @@ class InfiniteImageFolder(Dataset):
         for attempt in range(MAX_SUBSTITUTES):
             try:
                 return self.load(k + attempt)
-            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on a damaged file
+            except transformer.DAMAGED_PICTURE_ERRORS as error:
                 self.skipped += 1
                 print(f"warning: skipping unreadable image {self.path_at(k + attempt)} ({error}); "
                       f"{self.skipped} skipped so far by this loader", file=sys.stderr, flush=True)

@@ -188,7 +188,7 @@ def read_picture(path, what, max_pixels):
         return transformer.load_image(path, max_pixels)
     except transformer.TooLarge as error:
         raise UserError(f"{what} {path}: {error}")
-    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on damaged files
+    except transformer.DAMAGED_PICTURE_ERRORS as error:
         raise UserError(f"{what} {path}: not an image that can be read ({error})")
 
 

@@ -8,6 +8,7 @@ layout the networks take (as torchvision's `ToTensor` gives).
 import io
 
 import numpy as np
+import pillow_heif.HeifImagePlugin  # noqa: F401 -- importing it lets PIL open HEIF (HEIC), phones' photos
 from PIL import Image, ImageCms, ImageOps
 
 TRAIN_CROP = 256
@@ -15,6 +16,11 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 # The default --max_pixels: the largest image or frame we decode and stylize. Each
 # 64-channel feature map of a 4096 × 4096 image takes 4.3 GB, and a few are alive at once.
 MAX_PIXELS = 4096 * 4096
+
+
+# What PIL and its format plugins raise on a damaged file, or one of another kind (pillow-heif raises
+# EOFError where a HEIF's data ends too soon).
+DAMAGED_PICTURE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
 class TooLarge(ValueError):
@@ -40,7 +46,7 @@ def picture_frames(path):
     try:
         with _open_unchecked(path) as image:
             return getattr(image, "n_frames", 1)
-    except (OSError, ValueError, SyntaxError):  # what PIL's format plugins raise on other files
+    except DAMAGED_PICTURE_ERRORS:
         return 0
 
 
@@ -54,9 +60,9 @@ def load_image(path, max_pixels=MAX_PIXELS, as_shown=True):
     """An RGB PIL image from any file PIL reads, as a viewer shows it: turned upright per its EXIF
     orientation, its colours in sRGB per its ICC profile (`in_srgb`).
 
-    Its size is checked against `max_pixels` before it is decoded (TooLarge); a damaged
-    file raises what PIL raises (OSError, ValueError or SyntaxError). Training reads its
-    images as the original does, without EXIF rotation or profile (`as_shown=False`).
+    Its size is checked against `max_pixels` before it is decoded (TooLarge); a damaged file
+    raises one of DAMAGED_PICTURE_ERRORS. Training reads its images as the original does,
+    without EXIF rotation or profile (`as_shown=False`).
     """
     with _open_unchecked(path) as image:
         check_pixels(*image.size, max_pixels)

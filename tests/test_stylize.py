@@ -11,6 +11,7 @@ import time
 
 import av
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image
 
@@ -467,6 +468,13 @@ def bad_input_cases(clips, tmp):
     truncated = tmp / "truncated.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:4000])
+    photo = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(pattern(1, 40, 30))).save(photo)
+    photo = photo.getvalue()
+    cut_photo, damaged_photo = tmp / "cut.heic", tmp / "damaged.heic"
+    cut_photo.write_bytes(photo[:-100])  # libheif's message for it ends in a newline: still one line
+    data = photo.find(b"mdat") + 4
+    damaged_photo.write_bytes(photo[:data] + b"\x5a" + photo[data + 1:])  # the first NAL unit far too long
     empty = tmp / "empty.avi"
     with av.open(str(empty), "w", format="avi") as container:  # a video stream, no frame
         stream = container.add_stream("mpeg4", rate=10)
@@ -487,6 +495,8 @@ def bad_input_cases(clips, tmp):
         "a fifo": (["--content", tmp / "fifo.mp4", "--style", style], "not a regular file"),
         "neither image nor video": (["--content", text, "--style", style], "neither an image nor a video"),
         "truncated picture": (["--content", truncated, "--style", style], "not an image that can be read"),
+        "truncated HEIF photo": (["--content", cut_photo, "--style", style], "not an image that can be read"),
+        "damaged HEIF photo": (["--content", damaged_photo, "--style", style], "not an image that can be read"),
         "video without frames": (["--content", empty, "--style", style], "without any decodable frame"),
         "too small": (["--content", tiny, "--style", style, "--content_size", "0"],
                       "8x8 is too small; the encoder needs at least 9x9"),
@@ -510,7 +520,8 @@ def bad_input_cases(clips, tmp):
 
 
 CASES = ["missing content", "missing style", "content is a folder", "content_dir is a file", "a fifo",
-         "neither image nor video", "truncated picture", "video without frames", "too small", "alpha", "alpha nan",
+         "neither image nor video", "truncated picture", "truncated HEIF photo", "damaged HEIF photo",
+         "video without frames", "too small", "alpha", "alpha nan",
          "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video",
          "unknown flag", "style too large"]
 
@@ -593,13 +604,16 @@ def test_images_of_every_mode_and_a_folder(stylize, clips, tmp_path):
     Image.fromarray(base).convert("RGBA").save(folder / "rgba.png")
     Image.fromarray(base).convert("L").save(folder / "grey.png")
     Image.fromarray(base).convert("P").save(folder / "palette.gif")
+    pillow_heif.from_pillow(Image.fromarray(base)).save(folder / "phone.heic")  # a phone's photo
+    Image.fromarray(base).save(folder / "web.avif")
     (folder / "readme.txt").write_text("not an image")
     code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", tmp_path / "o",
                           "--content_size", "32")
     assert code == 0, lines
     assert any("skipping" in line and "readme.txt" in line for line in lines)
     names = sorted(os.listdir(tmp_path / "o"))
-    assert names == ["grey_stylized_style.jpg", "palette_stylized_style.jpg", "rgba_stylized_style.jpg"]
+    assert names == ["grey_stylized_style.jpg", "palette_stylized_style.jpg", "phone_stylized_style.jpg",
+                     "rgba_stylized_style.jpg", "web_stylized_style.jpg"]
     # Shorter side resized to --content_size 32: 40×30 → 42×32.
     assert all(Image.open(tmp_path / "o" / n).size == (42, 32) for n in names)
 
