@@ -18,6 +18,7 @@ import sampler
 import test_video
 import torch_mccnet as tm
 import train
+import transformer
 import weights
 from cli import UserError
 from conftest import REPO, load_jittor_models, mpirun, needs_mpi, run_script
@@ -44,6 +45,13 @@ def dataset_folder(tmp_path):
 def test_finds_images_at_any_depth_and_only_images(dataset_folder):
     names = [os.path.relpath(p, dataset_folder) for p in sampler.find_images(str(dataset_folder))]
     assert names == ["a.jpg", "b.png", "style1/c.jpg", "style1/deep/d.jpg", "style2/e.bmp"]
+
+
+def test_finds_phone_photos_and_avif(tmp_path):
+    write_images(tmp_path, ["a.heic", "b.HEIF", "c.avif"])
+    names = [os.path.basename(p) for p in sampler.find_images(str(tmp_path))]
+    assert names == ["a.heic", "b.HEIF", "c.avif"]
+    assert all(transformer.load_image(p, as_shown=False).size == (40, 30) for p in sampler.find_images(str(tmp_path)))
 
 
 def stream_paths(folder, n, seed=0, start=0):
