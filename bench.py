@@ -106,7 +106,7 @@ def video_runs(oracle, weight_paths, device, folder, size, half=False):
 
     def model_alone():
         stylizer.set_styles(test_video.style_arrays([style], height, None, args))
-        for batch in test_video.batched(decoded, args.batch_size):
+        for batch in test_video.batched(decoded, test_video.frames_per_pass(height, width, args.batch_size, clip)):
             stylizer(batch)
     return dict(original=lambda: original_video_loop(oracle, device, clip, style),
                 ours=lambda: test_video.stylize_video(clip, [style], os.path.join(folder, "out.mp4"), stylizer, args),

@@ -29,6 +29,9 @@ from cli import (ArgumentParser, UserError, atomic_output, existing_folder, regu
                  writable_folder)
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
+# Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
+# several large frames is slower than one frame after another, and its memory grows with its pixels.
+DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
 
 
 def parse_args(argv=None):
@@ -65,7 +68,9 @@ def parse_args(argv=None):
     parser.add_argument("--crop", action="store_true", help="centre-crop content and style to squares of their size")
     parser.add_argument("--save_ext", default=".jpg", choices=(".jpg", ".png"),
                         help="image format of stylized images and --save_frames (.png is lossless)")
-    parser.add_argument("--batch_size", type=int, default=4, help="video frames per forward pass (default 4)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help=f"video frames per forward pass (default: up to {DEFAULT_BATCH}, as many as fit in "
+                             "1280x720 pixels; more are no faster on the CPU and take more memory)")
     parser.add_argument("--save_frames", action="store_true",
                         help="also write each stylized video frame as an image in <output>/<name>_frames/")
     parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
@@ -81,7 +86,7 @@ def parse_args(argv=None):
 def check_args(args):
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: must be within [0, 1]")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
     if args.max_pixels < net.MIN_SIDE ** 2:
         raise UserError(f"--max_pixels {args.max_pixels}: must be at least {net.MIN_SIDE ** 2}")
@@ -273,7 +278,10 @@ def save_image(array, path):
 
 
 def frames_per_pass(height, width, wanted, what):
-    """At most `wanted` frames per pass, fewer where Jittor's pooling would index past 2^31 numbers."""
+    """At most `wanted` frames per pass (None: the default, see PASS_PIXELS), fewer where Jittor's pooling would
+    index past 2^31 numbers."""
+    if wanted is None:
+        wanted = max(1, min(DEFAULT_BATCH, PASS_PIXELS // (height * width)))
     count = net.images_per_pass(height, width, wanted)
     if count == 0:
         raise UserError(f"{what}: {width}x{height} is larger than Jittor can pool "

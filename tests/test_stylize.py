@@ -502,6 +502,8 @@ def bad_input_cases(clips, tmp):
                       "8x8 is too small; the encoder needs at least 9x9"),
         "alpha": (["--content", main, "--style", style, "--alpha", "1.5"], "--alpha 1.5: must be within [0, 1]"),
         "alpha nan": (["--content", main, "--style", style, "--alpha", "nan"], "--alpha nan: must be within"),
+        "batch size": (["--content", main, "--style", style, "--batch_size", "0"],
+                       "--batch_size 0: must be at least 1"),
         "weights count": (["--content", main, "--style", f"{style},{style}", "--style_interpolation_weights", "1"],
                           "has 1 weights for 2 styles"),
         "weights nan": (["--content", main, "--style", f"{style},{style}", "--style_interpolation_weights", "nan,1"],
@@ -521,7 +523,7 @@ def bad_input_cases(clips, tmp):
 
 CASES = ["missing content", "missing style", "content is a folder", "content_dir is a file", "a fifo",
          "neither image nor video", "truncated picture", "truncated HEIF photo", "damaged HEIF photo",
-         "video without frames", "too small", "alpha", "alpha nan",
+         "video without frames", "too small", "alpha", "alpha nan", "batch size",
          "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video",
          "unknown flag", "style too large"]
 
@@ -559,6 +561,16 @@ def test_a_decompression_bomb_stays_a_picture(stylize, clips, tmp_path):
     assert video.probe(str(bomb)) == "image"
     code, lines = stylize("--content", bomb, "--style", clips["style"], "--output", tmp_path / "o")
     assert code == 1 and len(lines) == 1 and "14000x14000 = 196,000,000 pixels, above the limit" in lines[0]
+
+
+@pytest.mark.parametrize("height,width,batch_size,frames", [
+    (360, 640, None, 4), (720, 1280, None, 1), (1080, 1920, None, 1), (2160, 3840, None, 1), (48, 64, None, 4),
+    (1080, 1920, 8, 8), (5792, 5792, 3, 1)])
+def test_frames_per_pass(height, width, batch_size, frames):
+    """By default up to 4 frames, as many as fit in 1280 × 720 pixels: on the CPU a pass of several large frames
+    is slower than one frame after another, and takes memory in proportion (docs/history.md). --batch_size is
+    obeyed as far as Jittor's pooling allows."""
+    assert test_video.frames_per_pass(height, width, batch_size, "content") == frames
 
 
 def test_a_frame_beyond_jittors_pooling_is_one_line(stylize, clips, big_picture, tmp_path):
