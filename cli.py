@@ -60,8 +60,13 @@ def run(main, argv=None, workers=False):
     try:
         main(argv)
     except UserError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever a library's text holds
+        print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(1)
+
+
+def one_line(message):
+    """A message on one line: a library's text may hold line breaks."""
+    return " ".join(str(message).split())
 
 
 def regular_file(path, flag=None):

@@ -14,7 +14,7 @@ import numpy as np
 from jittor.dataset import Dataset
 
 import transformer
-from cli import UserError, existing_folder
+from cli import UserError, existing_folder, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".heic", ".heif", ".avif")
 # Jittor gives each worker a shared-memory ring buffer of 512 MB by default (16 workers:
@@ -83,7 +83,7 @@ class InfiniteImageFolder(Dataset):
                 return self.load(k + attempt)
             except transformer.DAMAGED_PICTURE_ERRORS as error:
                 self.skipped += 1
-                print(f"warning: skipping unreadable image {self.path_at(k + attempt)} ({error}); "
+                print(f"warning: skipping unreadable image {self.path_at(k + attempt)} ({one_line(error)}); "
                       f"{self.skipped} skipped so far by this loader", file=sys.stderr, flush=True)
         self.failure.value = f"{MAX_SUBSTITUTES} unreadable images in a row near {self.path_at(k)}".encode()[:1023]
         return np.zeros((3, self.crop, self.crop), np.float32)

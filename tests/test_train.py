@@ -1,4 +1,5 @@
 """train.py and sampler.py: the sampler's stream, learning, checkpoints, resume, MPI, bad input."""
+import io
 import json
 import os
 import shutil
@@ -80,16 +81,21 @@ def test_batches_are_full_across_epoch_boundaries(dataset_folder):
 
 def test_corrupt_image_is_skipped_with_a_warning(dataset_folder, capfd):
     (dataset_folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)).save(photo, "HEIF")
+    (dataset_folder / "a.heic").write_bytes(photo.getvalue()[:-100])  # libheif's message ends in a line break
     data = sampler.InfiniteImageFolder(str(dataset_folder), batch_size=1, length=10, seed=0)
     samples = [data[i] for i in range(10)]
     assert all(s.shape == (3, 256, 256) for s in samples)
-    expected = 0  # each time b.png comes up, and again if its stand-in (the next sample) is b.png
+    expected = 0  # each time a broken image comes up, and again if its stand-in (the next sample) is one
     for i in range(10):
         k = i
-        while data.path_at(k).endswith("b.png"):
+        while data.path_at(k).endswith(("b.png", "a.heic")):
             expected, k = expected + 1, k + 1
     assert data.skipped == expected >= 2
-    assert "skipping unreadable image" in capfd.readouterr().err
+    warnings = capfd.readouterr().err.splitlines()
+    assert any("a.heic" in line for line in warnings)
+    assert all(line.startswith("warning: skipping unreadable image") for line in warnings), warnings
 
 
 @pytest.mark.parametrize("make,expected", [
