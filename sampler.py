@@ -16,7 +16,8 @@ from jittor.dataset import Dataset
 import transformer
 from cli import UserError, existing_folder, one_line
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".heic", ".heif", ".avif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".heic", ".heif",
+                    ".avif")
 # Jittor gives each worker a shared-memory ring buffer of 512 MB by default (16 workers:
 # 8 GB); a batch of eight 256 × 256 crops is 6 MB.
 WORKER_BUFFER_BYTES = 64 * 1024 * 1024

@@ -163,6 +163,7 @@ class VideoReader:
         yield from frames
 
     def _time_other_packet(self, packet):
+        """Note where a packet of another stream ends, in seconds from the start (`_problem`)."""
         if packet.pts is not None:
             end = (packet.pts + (packet.duration or 0)) * packet.time_base - self.start
             self.other_data_end = max(self.other_data_end, float(end))
