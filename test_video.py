@@ -321,7 +321,7 @@ class VideoResult:
 def stylize_video(content_path, style_paths, out_path, stylizer, args):
     """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
-    with video.VideoReader(content_path) as reader:
+    with video.open_video(content_path, args.max_pixels) as reader:
         what = f"content {content_path}"
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)

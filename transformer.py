@@ -29,7 +29,7 @@ class TooLarge(ValueError):
 
 # ---------------------------------------------------------------- images ↔ arrays
 
-def _open_unchecked(path):
+def open_picture(path):
     """Image.open with Pillow's decompression-bomb check off: the size is checked against our
     own limit (`check_pixels`) before anything is decoded, and a picture too large for Pillow
     must still be recognised as a picture, not handed to FFmpeg."""
@@ -41,13 +41,14 @@ def _open_unchecked(path):
         Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def picture_frames(path):
-    """How many frames PIL finds in `path` (0 when it is not a picture PIL reads); decodes nothing."""
+def picture_format(path):
+    """(PIL's name for the format, number of frames) of a picture, (None, 0) when it is not one PIL reads;
+    decodes nothing."""
     try:
-        with _open_unchecked(path) as image:
-            return getattr(image, "n_frames", 1)
+        with open_picture(path) as image:
+            return image.format, getattr(image, "n_frames", 1)
     except DAMAGED_PICTURE_ERRORS:
-        return 0
+        return None, 0
 
 
 def check_pixels(width, height, max_pixels, what="the image"):
@@ -64,7 +65,7 @@ def load_image(path, max_pixels=MAX_PIXELS, as_shown=True):
     raises one of DAMAGED_PICTURE_ERRORS. Training reads its images as the original does,
     without EXIF rotation or profile (`as_shown=False`).
     """
-    with _open_unchecked(path) as image:
+    with open_picture(path) as image:
         check_pixels(*image.size, max_pixels)
         return in_srgb(ImageOps.exif_transpose(image)) if as_shown else to_rgb(image)
 

@@ -37,13 +37,22 @@ def probe(path):
     A single-frame picture is an image, whatever its size (the pixel limit is checked when
     it is loaded); an animated GIF or WebP and anything FFmpeg finds a video stream in is a video.
     """
-    if transformer.picture_frames(path) == 1:
+    picture, frames = transformer.picture_format(path)
+    if frames == 1:
         return "image"
+    if picture == "WEBP":
+        return "video"  # animated; FFmpeg does not decode it (`open_video`)
     try:
         with av.open(path) as container:
             return "video" if video_streams(container) else None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def open_video(path, max_pixels=transformer.MAX_PIXELS):
+    """A reader of the video at `path`: FFmpeg's (`VideoReader`), or for an animated WebP, which FFmpeg (8.1)
+    does not decode, PIL's (`AnimatedWebP`, which checks `max_pixels` before it decodes)."""
+    return AnimatedWebP(path, max_pixels) if transformer.picture_format(path)[0] == "WEBP" else VideoReader(path)
 
 
 def video_streams(container):
@@ -197,6 +206,42 @@ class VideoReader:
 
     def close(self):
         self.container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AnimatedWebP:
+    """The frames of an animated WebP, read by PIL, as `VideoReader` gives a video's: RGB (transparency over
+    white) timed in milliseconds, as the file times them; no sound, no colour tags, square pixels."""
+    time_base, start, audio_index, colour, pixel_aspect = fractions.Fraction(1, 1000), 0, None, (UNTAGGED,) * 3, None
+
+    def __init__(self, path, max_pixels):
+        self.path, self.max_pixels = path, max_pixels
+        self.image = transformer.open_picture(path)
+        self.frames_expected = self.image.n_frames
+        self.rate = DEFAULT_RATE  # the encoder's nominal rate; the frames keep their own times
+        self.problem = None
+
+    def frames(self):
+        index = 0
+        try:
+            transformer.check_pixels(*self.image.size, self.max_pixels)
+            for index in range(self.frames_expected):
+                self.image.seek(index)
+                self.image.load()
+                yield np.asarray(transformer.to_rgb(self.image)), self.image.info["timestamp"]
+        except transformer.DAMAGED_PICTURE_ERRORS as error:  # TooLarge among them
+            self.problem = f"frame {index} cannot be read: {error}"
+
+    def joined(self):
+        return None
+
+    def close(self):
+        self.image.close()
 
     def __enter__(self):
         return self

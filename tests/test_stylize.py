@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pillow_heif
 import pytest
-from PIL import Image
+from PIL import Image, WebPImagePlugin
 
 import cli
 import test_video
@@ -192,6 +192,7 @@ def test_video_frames_equal_the_image_path(clips, stylized, stylize, tmp_path):
     ("matroska", "libx264", "pcm_s16le", "clip.data"),   # audio MP4 cannot copy: re-encoded to AAC
     ("webm", "libvpx-vp9", "libopus", "clip.webm"),
     ("gif", "gif", None, "clip.gif"),
+    ("webp", "libwebp_anim", None, "clip.webp"),  # animated: read by PIL, as FFmpeg does not decode it
 ])
 def test_other_containers_by_content_not_name(stylize, clips, tmp_path, container, codec, audio, name):
     path = str(tmp_path / name)
@@ -202,6 +203,7 @@ def test_other_containers_by_content_not_name(stylize, clips, tmp_path, containe
     assert code == 0, lines
     out = describe(str(tmp_path / "o" / f"{os.path.splitext(name)[0]}_stylized_style.mp4"))
     assert len(out["frames"]) == 5 and out["size"] == (48, 40)
+    np.testing.assert_allclose(np.diff([float(t) for t in out["times"]]), 0.1)  # 10 frames/s
     assert (out["audio"] is None) == (audio is None)
     if audio:
         assert out["audio"][0] == "aac" and out["audio"][1] > 0.4
@@ -290,6 +292,15 @@ def test_a_song_with_cover_art_is_not_a_video(stylize, clips, tmp_path):
     assert video.probe(song) is None
     code, lines = stylize("--content", song, "--style", clips["style"], "--output", tmp_path / "o")
     assert code == 1 and lines == [f"error: {song}: neither an image nor a video that can be read"]
+
+
+def test_an_animated_webp_above_the_pixel_limit_is_refused_before_decoding(stylize, clips, tmp_path, monkeypatch):
+    """PIL decodes its whole canvas for each frame: a damaged header can announce gigabytes."""
+    path = tmp_path / "big.webp"
+    make_clip(str(path), 48, 40, frames=3, audio=None, container="webp", codec="libwebp_anim")
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", lambda image: pytest.fail("a frame was decoded"))
+    code, lines = stylize("--content", path, "--style", clips["style"], "--max_pixels", "1000", "--output", tmp_path)
+    assert code == 1 and len(lines) == 1 and "48x40 = 1,920 pixels, above the limit of 1,000" in lines[0], lines
 
 
 def joined_recordings(folder, sizes, audio):
