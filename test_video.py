@@ -8,6 +8,7 @@ image for an image. The style is read, resized and encoded once per pair (the or
 re-did it for every frame); frames go through the network in batches; memory does not
 grow with the video's length.
 """
+import contextlib
 import itertools
 import math
 import os
@@ -321,7 +322,7 @@ class VideoResult:
 def stylize_video(content_path, style_paths, out_path, stylizer, args):
     """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
-    with video.open_video(content_path, args.max_pixels) as reader:
+    with contextlib.closing(video.open_video(content_path, args.max_pixels)) as reader:
         what = f"content {content_path}"
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)

@@ -50,8 +50,8 @@ def probe(path):
 
 
 def open_video(path, max_pixels=transformer.MAX_PIXELS):
-    """A reader of the video at `path`: FFmpeg's (`VideoReader`), or for an animated WebP, which FFmpeg (8.1)
-    does not decode, PIL's (`AnimatedWebP`, which checks `max_pixels` before it decodes)."""
+    """A reader of the video at `path`, to `close`: FFmpeg's (`VideoReader`), or for an animated WebP, which
+    FFmpeg (8.1) does not decode, PIL's (`AnimatedWebP`, which checks `max_pixels` before it decodes)."""
     return AnimatedWebP(path, max_pixels) if transformer.picture_format(path)[0] == "WEBP" else VideoReader(path)
 
 
@@ -242,12 +242,6 @@ class AnimatedWebP:
 
     def close(self):
         self.image.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def even_size(width, height):
