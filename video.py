@@ -186,16 +186,24 @@ class VideoReader:
             problems.append(f"{self.damaged_packets} damaged packet(s) skipped")
         if self.container.streams.audio and self.audio_index is None:
             problems.append("its sound is left out: no codec reads its audio track")
-        if self.frames_expected and decoded < self.frames_expected - self.hidden_frames:
+        short = self._short_of_time(last_pts)
+        if self.frames_expected and decoded < self.frames_expected - self.hidden_frames and short is not False:
             problems.append(f"the file announces {self.frames_expected - self.hidden_frames} frames")
-        elif self.container.duration and last_pts is not None:
-            # A file cut short stops in every stream; sound may go on after the last frame of a whole one.
-            announced = self.container.duration / av.time_base
-            end = float(last_pts * self.time_base) + 1 / float(self.rate)
-            if max(end, self.other_data_end) < announced - max(0.5, 2 / float(self.rate)):
-                problems.append(f"the file announces {announced:.2f} s, its data stops at "
-                                f"{max(end, self.other_data_end):.2f} s")
+        elif short:
+            problems.append(short)
         return "; ".join(problems) or None
+
+    def _short_of_time(self, last_pts):
+        """Whether the file's data stops before the time it announces: why, False, or None when it announces
+        none. A file cut short stops in every stream; sound may go on after the last frame of a whole one.
+        (The frames a file announces are no proof alone: an AVI counts a slot without a frame among them.)"""
+        if not self.container.duration or last_pts is None:
+            return None
+        announced = self.container.duration / av.time_base
+        end = max(float(last_pts * self.time_base) + 1 / float(self.rate), self.other_data_end)
+        if end < announced - max(0.5, 2 / float(self.rate)):
+            return f"the file announces {announced:.2f} s, its data stops at {end:.2f} s"
+        return False
 
     def joined(self):
         """What reading the video as one took, in words, or None: restarts and frames of another size."""

@@ -349,6 +349,17 @@ def test_sound_that_outlasts_the_frames_is_not_damage(tmp_path, container):
         assert reader.container.duration / av.time_base >= 4.9
 
 
+def test_an_avi_with_a_dropped_frame_is_not_damage(tmp_path):
+    """AVI counts time in whole frames: a slot without a frame (here the second, as where a capture dropped one)
+    is an empty index entry, counted among the frames the file announces, but nothing to decode."""
+    path = str(tmp_path / "clip.avi")
+    make_clip(path, 48, 40, frames=10, rate=fractions.Fraction(25), container="avi", codec="mpeg4", audio="mp3")
+    with video.VideoReader(path) as reader:
+        stamps = [pts for _, pts in reader.frames()]
+        assert reader.frames_expected == 11 and reader.problem is None
+    assert stamps == [0, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
 @pytest.mark.parametrize("audio", [None, "aac"])
 def test_truncated_video_is_stylized_as_far_as_it_decodes(stylize, clips, tmp_path, audio):
     whole = str(tmp_path / "whole.mkv")
