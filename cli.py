@@ -60,12 +60,12 @@ def run(main, argv=None, workers=False):
     try:
         main(argv)
     except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 
 
 def one_line(message):
-    """A message on one line: a library's text may hold line breaks."""
+    """A library's message on one line, to quote it in ours: it may hold line breaks."""
     return " ".join(str(message).split())
 
 

@@ -51,7 +51,7 @@ import net
 import transformer
 import video
 import weights
-from cli import ArgumentParser, UserError, regular_file, run, write_atomically, writable_folder
+from cli import ArgumentParser, UserError, one_line, regular_file, run, write_atomically, writable_folder
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY = (0.01, 0.5)  # Ruder et al.: relative and absolute tolerance of the forward-backward check
@@ -208,7 +208,7 @@ def style_targets(path, encoder, height, max_pixels):
         image = transformer.load_image(regular_file(path, "--style"), max_pixels)
         image = transformer.resize_shorter_side(image, transformer.style_side(height), max_pixels)
     except transformer.DAMAGED_PICTURE_ERRORS as error:
-        raise UserError(f"--style {path}: not an image that can be used ({error})")
+        raise UserError(f"--style {path}: not an image that can be used ({one_line(error)})")
     statistics = net.style_statistics(encoder(np.asarray(image)))
     jt.sync([value for pair in statistics for value in pair])
     return statistics

@@ -26,8 +26,8 @@ import jittor as jt
 import net
 import transformer
 import video
-from cli import (ArgumentParser, UserError, atomic_output, existing_folder, regular_file, run, write_atomically,
-                 writable_folder)
+from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, regular_file, run,
+                 write_atomically, writable_folder)
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
@@ -195,7 +195,7 @@ def read_picture(path, what, max_pixels):
     except transformer.TooLarge as error:
         raise UserError(f"{what} {path}: {error}")
     except transformer.DAMAGED_PICTURE_ERRORS as error:
-        raise UserError(f"{what} {path}: not an image that can be read ({error})")
+        raise UserError(f"{what} {path}: not an image that can be read ({one_line(error)})")
 
 
 def check_min_side(width, height, what):

@@ -49,6 +49,9 @@ def test_a_missing_file_names_every_source(server, weight_files, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot download" in result.stderr and "decoder_iter_160000.pth" in result.stderr
     assert "github.com/diyiiyiii/MCCNet" in result.stderr and "pytorch-AdaIN" in result.stderr
+    # One line per file to fetch by hand: its source and where it goes.
+    by_hand = [line for line in result.stderr.splitlines() if "  ->  " in line]
+    assert len(by_hand) == 3 and all(line.rstrip().endswith(".pth") for line in by_hand), result.stderr
     assert sorted(os.listdir(dest)) == ["vgg_normalised.pth"]  # no partial file left
 
 
