@@ -308,15 +308,15 @@ class VideoResult:
     height: int
     seconds: float
     problem: str  # why the input seems damaged (stylized as far as it decodes), or None
-    joined: str  # what reading recordings joined end to end as one video took (VideoReader.joined), or None
+    notes: str  # what reading took besides decoding (VideoReader.notes), or None
 
     def summary(self):
         even = video.even_size(self.width, self.height)
         padded = "" if even == (self.width, self.height) else \
             f" (encoded at {even[0]}x{even[1]}: H.264 4:2:0 needs even sizes)"
-        joined = f"; joined recordings: {self.joined}" if self.joined else ""
+        notes = f"; {self.notes}" if self.notes else ""
         return (f"{self.frames} frames {self.width}x{self.height}{padded} in {self.seconds:.1f} s "
-                f"({self.frames / self.seconds:.2f} frames/s){joined}")
+                f"({self.frames / self.seconds:.2f} frames/s){notes}")
 
 
 def stylize_video(content_path, style_paths, out_path, stylizer, args):
@@ -352,7 +352,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
                 writer.abort()
                 raise
         problem = "; ".join(p for p in (reader.problem, writer.audio_problem()) if p) or None
-        return VideoResult(count, width, height, time.perf_counter() - start, problem, reader.joined())
+        return VideoResult(count, width, height, time.perf_counter() - start, problem, reader.notes())
 
 
 def frame_at_content_size(frame, args, what):

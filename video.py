@@ -5,7 +5,9 @@ display rotation (and with them the shape of anamorphic pixels), timestamps kept
 from where the video and its sound start, as FFmpeg counts them: `VideoReader._start`);
 damaged packets are skipped, not the end of the video. Recordings joined end to end
 (`cat a.ts b.ts`) are read as one video: their timestamps go on where they would restart,
-and frames of another size are scaled to the first one's.
+and frames of another size are scaled to the first one's. Interlaced frames (a camcorder's
+1080i, a TV recording, a DV tape) are deinterlaced, one frame out for one in, as a player
+deinterlaces them for display: the network would otherwise paint the combs of the moving edges.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), its colour tags and pixel shape (a player shows the output in
 the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), and the
@@ -29,6 +31,9 @@ DEFAULT_RATE = fractions.Fraction(25)
 # do not describe yuv420p frames: the output's matrix is then left untagged.
 YUV_MATRICES = {1, 4, 5, 6, 7, 9}
 UNTAGGED = 2
+# FFmpeg's bwdif (as good as yadif or better, as fast): a frame for each frame (send_frame), its first field
+# kept and the other interpolated from both fields around it; frames not flagged interlaced pass as they are.
+DEINTERLACE = "mode=send_frame:parity=auto:deint=interlaced"
 
 
 def probe(path):
@@ -116,6 +121,7 @@ class VideoReader:
         self.hidden_frames = 0
         self.other_data_end = 0.0  # seconds: where the packets of the file's other streams end
         self.rescaled = 0  # frames of another size than the first, scaled to it
+        self.deinterlaced = 0  # frames flagged interlaced, deinterlaced (`Deinterlacer`)
         self.pixel_aspect = None  # width / height of an upright frame's pixels, from the first frame on (None: 1)
         self.timeline = Timeline()
         self.read_error = None
@@ -136,7 +142,7 @@ class VideoReader:
         decoded, last_pts, size = 0, None, None
         step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the stream's time base
         start = round(self.start / self.time_base)
-        for frame in self._decoded_frames():
+        for frame in self._progressive(self._decoded_frames()):
             if size is None:
                 size = (frame.width, frame.height)
                 self.pixel_aspect = upright_aspect(self.video.sample_aspect_ratio, frame.rotation)
@@ -170,6 +176,22 @@ class VideoReader:
         except (av.FFmpegError, EOFError):
             return
         yield from frames
+
+    def _progressive(self, frames):
+        """The frames, deinterlaced from the first one flagged interlaced on (the filter passes the others as
+        they are): the filter's state is the frames around the one it gives. A new one starts where the size
+        or pixel format changes (recordings joined end to end)."""
+        deinterlacer = None
+        for frame in frames:
+            if deinterlacer is not None and not deinterlacer.takes(frame):
+                yield from deinterlacer.flush()
+                deinterlacer = None
+            if deinterlacer is None and frame.interlaced_frame:
+                deinterlacer = Deinterlacer(frame, self.time_base)
+            self.deinterlaced += frame.interlaced_frame
+            yield from deinterlacer.push(frame) if deinterlacer is not None else [frame]
+        if deinterlacer is not None:
+            yield from deinterlacer.flush()
 
     def _time_other_packet(self, packet):
         """Note where a packet of another stream ends, in seconds from the start (`_problem`)."""
@@ -205,12 +227,16 @@ class VideoReader:
             return f"the file announces {announced:.2f} s, its data stops at {end:.2f} s"
         return False
 
-    def joined(self):
-        """What reading the video as one took, in words, or None: restarts and frames of another size."""
-        notes = [f"{self.timeline.restarts} restart(s) of its timestamps continued"] if self.timeline.restarts else []
+    def notes(self):
+        """What reading took besides decoding, in words, or None: joining recordings (restarts of the timestamps,
+        frames of another size) and deinterlacing."""
+        joined = [f"{self.timeline.restarts} restart(s) of its timestamps continued"] if self.timeline.restarts else []
         if self.rescaled:
-            notes.append(f"{self.rescaled} frame(s) of another size scaled to the first's")
-        return ", ".join(notes) or None
+            joined.append(f"{self.rescaled} frame(s) of another size scaled to the first's")
+        notes = [f"joined recordings: {', '.join(joined)}"] if joined else []
+        if self.deinterlaced:
+            notes.append(f"{self.deinterlaced} interlaced frame(s) deinterlaced")
+        return "; ".join(notes) or None
 
     def close(self):
         self.container.close()
@@ -245,11 +271,47 @@ class AnimatedWebP:
         except transformer.DAMAGED_PICTURE_ERRORS as error:  # TooLarge among them
             self.problem = f"frame {index} cannot be read: {error}"
 
-    def joined(self):
+    def notes(self):
         return None
 
     def close(self):
         self.image.close()
+
+
+class Deinterlacer:
+    """FFmpeg's bwdif filter (`DEINTERLACE`) over frames of one size and pixel format: `push` a frame, get
+    the frames ready (the filter gives each frame once it has the next), `flush` at the end for the rest.
+    Timestamps stay in `time_base`, the stream's."""
+
+    def __init__(self, frame, time_base):
+        self.shape, self.time_base = (frame.width, frame.height, frame.format.name), time_base
+        self.graph = av.filter.Graph()
+        self.graph.link_nodes(
+            self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=time_base),
+            self.graph.add("bwdif", DEINTERLACE), self.graph.add("buffersink")).configure()
+
+    def takes(self, frame):
+        return (frame.width, frame.height, frame.format.name) == self.shape
+
+    def push(self, frame):
+        self.graph.vpush(frame)
+        return self._ready()
+
+    def flush(self):
+        self.graph.vpush(None)
+        return self._ready()
+
+    def _ready(self):
+        frames = []
+        while True:
+            try:
+                frame = self.graph.vpull()
+            except (BlockingIOError, EOFError):
+                return frames
+            if frame.pts is not None:  # the filter counts in half the stream's time base, for fields
+                frame.pts = round(frame.pts * frame.time_base / self.time_base)
+            frame.time_base = self.time_base
+            frames.append(frame)
 
 
 def even_size(width, height):

@@ -94,3 +94,34 @@ def shifted(source, path, seconds):
             packet.pts, packet.dts, packet.stream = packet.pts + shift, packet.dts + shift, streams[packet.stream.index]
             if packet.stream.type == "video" or packet.pts >= 0:
                 out.mux(packet)
+
+
+def woven(index, width, height):
+    """Frame `index` of an interlaced camera filming a white bar that moves right by 4 pixels a field: its
+    even rows (the top field) show the bar at the frame's time, its odd rows half a frame later."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[0::2, 8 * index:8 * index + 16] = 255
+    frame[1::2, 8 * index + 4:8 * index + 20] = 255
+    return frame
+
+
+def make_interlaced_clip(path, width=96, height=64, frames=10, rotation=0):
+    """An interlaced H.264 clip (top field first, 25 frames/s) of `woven` frames, flagged interlaced."""
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"x264-params": "interlaced=1:tff=1"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(woven(index, width, height), format="rgb24")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def combing(frame):
+    """The mean grey difference of neighbouring rows: about 0 for a whole picture of `woven`'s bar, whose edges
+    are vertical, and 21 for 96-pixel-wide frames woven of two fields (8 columns of 255 differ in each row).
+    """
+    return np.abs(np.diff(frame.astype(np.float64).mean(axis=-1), axis=0)).mean()

@@ -19,7 +19,7 @@ import cli
 import test_video
 import video
 import weights
-from clips import make_clip, pattern, remuxed, shifted
+from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, shifted
 from conftest import REPO, run_script
 
 
@@ -318,11 +318,37 @@ def joined_recordings(folder, sizes, audio):
 def test_reader_reads_recordings_joined_end_to_end_as_one_video(tmp_path):
     with video.VideoReader(joined_recordings(tmp_path, [(64, 48), (80, 60)], None)) as reader:
         frames = list(reader.frames())
-        joined = reader.joined()
+        joined = reader.notes()
     assert [frame.shape for frame, _ in frames] == [(48, 64, 3)] * 24
     # One frame apart (MPEG-TS counts in 1/90000 s), across the join too.
     np.testing.assert_allclose(np.diff([pts for _, pts in frames]), 90000 * 1001 / 24000, atol=1)
-    assert joined == "1 restart(s) of its timestamps continued, 12 frame(s) of another size scaled to the first's"
+    assert joined == ("joined recordings: 1 restart(s) of its timestamps continued, 12 frame(s) of another size "
+                      "scaled to the first's")
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_reader_deinterlaces_interlaced_frames(tmp_path, rotation):
+    path = str(tmp_path / "interlaced.mp4")
+    make_interlaced_clip(path, rotation=rotation)
+    with av.open(path) as container:
+        decoded = [(frame.pts, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    with video.VideoReader(path) as reader:
+        frames = list(reader.frames())
+    assert all(combing(frame) > 15 for _, frame in decoded)  # what a player would show undeinterlaced
+    assert [pts for _, pts in frames] == [pts for pts, _ in decoded]
+    stored = [np.rot90(frame, k=-rotation // 90) for frame, _ in frames]  # upright, turned back
+    assert all(frame.shape == (64, 96, 3) for frame in stored)
+    assert max(combing(frame) for frame in stored) < 2
+    assert reader.notes() == "10 interlaced frame(s) deinterlaced"
+
+
+def test_an_interlaced_video_is_stylized_deinterlaced(stylize, clips, tmp_path):
+    make_interlaced_clip(str(tmp_path / "tv.mp4"), frames=6)
+    code, lines = stylize("--content", tmp_path / "tv.mp4", "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    out = describe(str(tmp_path / "o" / "tv_stylized_style.mp4"))
+    assert out["times"] == [fractions.Fraction(index, 25) for index in range(6)]
+    assert any(line.endswith("; 6 interlaced frame(s) deinterlaced") for line in lines), lines
 
 
 @pytest.mark.parametrize("sizes,audio", [([(64, 48), (64, 48)], "aac"), ([(64, 48), (80, 60)], None)])
