@@ -25,6 +25,9 @@ import transformer
 CRF = 18  # x264 constant quality: visually lossless for most content, ~1-3 Mbit/s at 360p
 PRESET = "medium"
 AUDIO_COPY_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}  # what MP4 carries as it is
+# The sample rates FFmpeg's AAC encoder takes: sound at another (a 192 kHz recording, 37.8 kHz) is resampled
+# to the nearest of them.
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 DEFAULT_RATE = fractions.Fraction(25)
 # The colour matrices (FFmpeg's numbers) that swscale converts RGB into YUV with: BT.709, FCC, BT.601 (as
 # BT470BG and SMPTE170M), SMPTE240M, BT.2020. Others, among them "RGB" (an RGB video's, such as PNG in MOV),
@@ -425,8 +428,9 @@ class _AudioTrack:
         else:
             # The standard layout for the channel count: a PCM track may carry an unnamed
             # "1 channels" layout, which the AAC encoder refuses.
-            channels = self.input.codec_context.layout.nb_channels
-            self.stream = output.add_stream("aac", rate=self.input.codec_context.sample_rate,
+            # The encoder resamples what it is given to its stream's rate.
+            channels, rate = self.input.codec_context.layout.nb_channels, self.input.codec_context.sample_rate
+            self.stream = output.add_stream("aac", rate=min(AAC_RATES, key=lambda aac_rate: abs(aac_rate - rate)),
                                             layout=av.AudioLayout(f"{channels}c").name)
         self.timeline = Timeline()
         self.damaged_packets = 0

@@ -16,12 +16,12 @@ def pattern(index, width, height):
 
 def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(24000, 1001), audio="aac",
               rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p", colour=None,
-              aspect=None, sound_seconds=None, sound_start=0):
+              aspect=None, sound_seconds=None, sound_start=0, sound_rate=48000):
     """Write a clip; returns the list of frame timestamps (in the video time base) it wrote. `colour`:
     (matrix, primaries, transfer), FFmpeg's numbers, to encode with and tag the clip with (default: untagged,
     encoded with swscale's default matrix, BT.601); `aspect`: the width / height of its pixels (anamorphic
     video; default square); `sound_seconds`: how long its sound lasts (default: as long as its frames);
-    `sound_start`: seconds from its first frame to its sound."""
+    `sound_start`: seconds from its first frame to its sound; `sound_rate`: its samples a second."""
     out = av.open(path, "w", format=container)
     stream = out.add_stream(codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -36,7 +36,7 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
         context.colorspace, context.color_primaries, context.color_trc = colour
     sound = None
     if audio:
-        sound = out.add_stream(audio, rate=48000)
+        sound = out.add_stream(audio, rate=sound_rate)
         sound.layout = "mono"
     stamps, pts = [], 0
     for index in range(frames):
@@ -50,10 +50,10 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
     out.mux(stream.encode(None))
     if sound is not None:
         seconds = sound_seconds or float(pts * time_base)
-        t = np.arange(int(48000 * seconds)) / 48000
+        t = np.arange(int(sound_rate * seconds)) / sound_rate
         samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 48000, round(48000 * sound_start)
+        frame.sample_rate, frame.pts = sound_rate, round(sound_rate * sound_start)
         out.mux(sound.encode(frame))
         out.mux(sound.encode(None))
     out.close()

@@ -243,14 +243,16 @@ def test_a_recording_that_starts_late_is_written_from_time_zero(stylize, clips, 
         assert abs(float(container.streams.audio[0].start_time * container.streams.audio[0].time_base)) < 0.1
 
 
-@pytest.mark.parametrize("container,audio", [("mpegts", "aac"), ("mpegts", "mp2"), ("matroska", "pcm_s16le")],
-                         ids=["copied", "re-encoded", "PCM re-encoded"])
-def test_sound_that_starts_after_the_first_frame_stays_in_step(tmp_path, container, audio):
+@pytest.mark.parametrize("container,audio,rate", [("mpegts", "aac", 48000), ("mpegts", "mp2", 48000),
+                                                  ("matroska", "pcm_s16le", 48000), ("matroska", "pcm_s24le", 192000)],
+                         ids=["copied", "re-encoded", "PCM re-encoded", "192 kHz PCM re-encoded at 96 kHz"])
+def test_sound_that_starts_after_the_first_frame_stays_in_step(tmp_path, container, audio, rate):
     """Half a second of silence before the sound (a DVB recording's sound often starts apart from its picture):
-    the output's sound starts as far after its first frame, whether copied or re-encoded to AAC."""
+    the output's sound starts as far after its first frame, whether copied or re-encoded to AAC, and lasts as
+    long (AAC's highest rate is 96 kHz)."""
     source, output = str(tmp_path / "in"), tmp_path / "out.mp4"
     make_clip(source, 48, 40, frames=20, rate=fractions.Fraction(10), container=container, audio=audio,
-              sound_start=0.5)
+              sound_start=0.5, sound_rate=rate)
     with video.VideoReader(source) as reader, open(output, "wb") as file:
         frames = reader.frames()
         first = next(frames)
@@ -264,6 +266,7 @@ def test_sound_that_starts_after_the_first_frame_stays_in_step(tmp_path, contain
             video_start, sound_start = (float(stream.start_time * stream.time_base) for stream in given.streams)
         return sound_start - video_start
     assert sound_after_picture(str(output)) == pytest.approx(sound_after_picture(source), abs=0.03)
+    assert describe(str(output))["audio"][1] == pytest.approx(2.0, abs=0.05)  # 20 frames at 10 a second
 
 
 def song_with_cover_art(path):
