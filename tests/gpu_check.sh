@@ -22,12 +22,14 @@
 #       pillow==11.3.0 av==18.1.0 tqdm==4.67.1 pytest==8.4.2 pluggy iniconfig tensorboardX==2.6.2.2 \
 #       protobuf==4.25.8
 # jittor-offline (27 MB, oneDNN for Jittor's CPU convolutions) does not fit: use_mkl=0, the
-# tests' Jittor runs on the GPU. cuDNN is the one pip installed next to PyTorch, found the
-# way `make setup`'s would be (cuda_setup.pip_cudnn_folder).
+# tests' Jittor runs on the GPU. Nor does pillow-heif (5.4 MB, HEIC photos), which transformer.py
+# imports: an empty stand-in takes its place (no check here reads a HEIC). cuDNN is the one pip
+# installed next to PyTorch, found the way `make setup`'s would be (cuda_setup.pip_cudnn_folder).
 set -u
 LOG=${OUT:-/tmp}/gpu_check.log
 exec > >(tee -a "$LOG") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
+mkdir -p /tmp/site/pillow_heif && touch /tmp/site/pillow_heif/__init__.py /tmp/site/pillow_heif/HeifImagePlugin.py
 export PYTHONPATH=/tmp/site
 export use_mpi=0  # one GPU: no MPI (the `mpi` step turns it on)
 export use_mkl=0  # no jittor-offline here (above), and oneDNN would be a download
