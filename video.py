@@ -1,13 +1,14 @@
 """Video in and out through PyAV (FFmpeg's libraries, shipped inside the wheel).
 
 Reading: any container and codec FFmpeg decodes, frames turned upright per the stream's
-display rotation (and with them the shape of anamorphic pixels), timestamps kept (counted
-from where the video and its sound start, as FFmpeg counts them: `VideoReader._start`);
-damaged packets are skipped, not the end of the video. Recordings joined end to end
-(`cat a.ts b.ts`) are read as one video: their timestamps go on where they would restart,
-and frames of another size are scaled to the first one's. Interlaced frames (a camcorder's
-1080i, a TV recording, a DV tape) are deinterlaced, one frame out for one in, as a player
-deinterlaces them for display: the network would otherwise paint the combs of the moving edges.
+display rotation (and with them the shape of anamorphic pixels), transparent pixels laid over
+white as pictures' are, timestamps kept (counted from where the video and its sound start, as
+FFmpeg counts them: `VideoReader._start`); damaged packets are skipped, not the end of the
+video. Recordings joined end to end (`cat a.ts b.ts`) are read as one video: their timestamps
+go on where they would restart, and frames of another size are scaled to the first one's.
+Interlaced frames (a camcorder's 1080i, a TV recording, a DV tape) are deinterlaced, one frame
+out for one in, as a player deinterlaces them for display: the network would otherwise paint
+the combs of the moving edges.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), its colour tags and pixel shape (a player shows the output in
 the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), and the
@@ -19,6 +20,7 @@ import fractions
 
 import av
 import numpy as np
+from PIL import Image
 
 import transformer
 
@@ -68,6 +70,16 @@ def video_streams(container):
     lists as a one-frame video stream."""
     return [stream for stream in container.streams.video
             if not stream.disposition & av.stream.Disposition.attached_pic]
+
+
+def rgb_array(frame, width, height):
+    """A decoded frame as an HWC uint8 RGB array of width × height. A video with transparency (ProRes 4444, PNG or
+    QuickTime Animation in MOV, a GIF) has its transparent pixels laid over white, as pictures have
+    (`transformer.to_rgb`): dropping alpha would show whatever colour sits under them."""
+    if not any(component.is_alpha for component in frame.format.components):
+        return frame.to_ndarray(format="rgb24", width=width, height=height)
+    rgba = Image.fromarray(frame.to_ndarray(format="rgba", width=width, height=height))
+    return np.asarray(transformer.to_rgb(rgba))
 
 
 def upright(array, rotation):
@@ -152,7 +164,7 @@ class VideoReader:
             self.rescaled += (frame.width, frame.height) != size
             pts = frame.pts - start if frame.pts is not None else round(decoded / self.rate / self.time_base)
             pts = self.timeline.place(pts, step)
-            yield upright(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]), frame.rotation), pts
+            yield upright(rgb_array(frame, *size), frame.rotation), pts
             decoded, last_pts = decoded + 1, pts
         self.problem = self._problem(decoded, last_pts)
 

@@ -159,6 +159,29 @@ def test_reader_gives_the_shape_of_upright_pixels(tmp_path, aspect, rotation, up
     assert reader.pixel_aspect == upright
 
 
+@pytest.mark.parametrize("codec,pix_fmt", [("png", "rgba"), ("qtrle", "argb"), ("prores_ks", "yuva444p10le")])
+def test_reader_lays_transparent_pixels_over_white(tmp_path, codec, pix_fmt):
+    """As pictures' are: a video's transparent pixels hide a colour (here green) that a viewer does not see."""
+    frame = np.zeros((40, 48, 4), np.uint8)
+    frame[..., 1] = 255  # green, transparent
+    frame[10:20, 10:20] = (200, 30, 30, 255)
+    frame[20:30, 10:20] = (200, 30, 30, 128)
+    path = str(tmp_path / "overlay.mov")
+    with av.open(path, "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 40, pix_fmt
+        for index in range(2):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgba")
+            picture.pts = index
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    with video.VideoReader(path) as reader:
+        first = next(reader.frames())[0].astype(int)
+    np.testing.assert_allclose(first[0, 0], (255, 255, 255), atol=2)
+    np.testing.assert_allclose(first[15, 15], (200, 30, 30), atol=2)
+    np.testing.assert_allclose(first[25, 15], (228, 142, 142), atol=3)  # half over white
+
+
 def test_reader_turns_rotated_frames_upright(clips):
     with video.VideoReader(clips["paths"]["odd"]) as reader:
         first = next(reader.frames())[0]
