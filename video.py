@@ -31,6 +31,8 @@ AUDIO_COPY_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}  # what MP4 carries as
 # to the nearest of them.
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 DEFAULT_RATE = fractions.Fraction(25)
+# Tags of the input file that describe its container, not its content: the output's own muxer writes them.
+CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
 # The colour matrices (FFmpeg's numbers) that swscale converts RGB into YUV with: BT.709, FCC, BT.601 (as
 # BT470BG and SMPTE170M), SMPTE240M, BT.2020. Others, among them "RGB" (an RGB video's, such as PNG in MOV),
 # do not describe yuv420p frames: the output's matrix is then left untagged.
@@ -53,10 +55,16 @@ def probe(path):
     if picture == "WEBP":
         return "video"  # animated; FFmpeg does not decode it (`open_video`)
     try:
-        with av.open(path) as container:
+        with open_input(path) as container:
             return "video" if video_streams(container) else None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def open_input(path):
+    """The file at `path` opened by FFmpeg. A tag in another encoding than UTF-8 (an old AVI's Latin-1 title)
+    has its undecodable bytes replaced, rather than making PyAV refuse the whole file."""
+    return av.open(path, metadata_errors="replace")
 
 
 def open_video(path, max_pixels=transformer.MAX_PIXELS):
@@ -116,7 +124,7 @@ class VideoReader:
 
     def __init__(self, path):
         self.path = path
-        self.container = av.open(path)
+        self.container = open_input(path)
         self.video = video_streams(self.container)[0]
         self.video.thread_type = "AUTO"
         # The first audio track FFmpeg can read (a damaged header can leave a track without a codec).
@@ -130,6 +138,7 @@ class VideoReader:
         context = self.video.codec_context  # None where no codec reads the stream (a damaged header)
         self.colour = (context.colorspace, context.color_primaries, context.color_trc) if context else (UNTAGGED,) * 3
         self.frames_expected = self.video.frames  # 0 when the container does not say
+        self.metadata = dict(self.container.metadata)  # the file's tags: title, creation time, place, …
         self.damaged_packets = 0
         # Frames decoded but not shown: an MP4 cut without re-encoding starts at the keyframe before the cut,
         # and its edit list hides the frames before it; the demuxer marks their packets "discard".
@@ -267,6 +276,7 @@ class AnimatedWebP:
     """The frames of an animated WebP, read by PIL, as `VideoReader` gives a video's: RGB (transparency over
     white) timed in milliseconds, as the file times them; no sound, no colour tags, square pixels."""
     time_base, start, audio_index, colour, pixel_aspect = fractions.Fraction(1, 1000), 0, None, (UNTAGGED,) * 3, None
+    video, metadata = None, {}
 
     def __init__(self, path, max_pixels):
         self.path, self.max_pixels = path, max_pixels
@@ -344,7 +354,9 @@ def pad_to_even(array):
 
 class VideoWriter:
     """An H.264/MP4 file (into an open binary file) with the reader's timestamps, colour tags, pixel shape
-    (known once the reader has read its first frame) and its file's audio."""
+    (known once the reader has read its first frame), its file's audio and its file's and streams' tags (title,
+    creation time, place, language: what FFmpeg copies by default; a phone's gallery sorts videos by their
+    creation time)."""
 
     def __init__(self, file, reader, width, height):
         self.file = _OutputFile(file)
@@ -361,6 +373,10 @@ class VideoWriter:
         context.colorspace, context.color_primaries, context.color_trc = self.matrix, primaries, transfer
         if reader.pixel_aspect:
             context.sample_aspect_ratio = reader.pixel_aspect
+        self.container.metadata.update({key: value for key, value in reader.metadata.items()
+                                        if key not in CONTAINER_TAGS})
+        if reader.video is not None:
+            self.video.metadata.update(reader.video.metadata)
         self.audio = None if reader.audio_index is None else \
             _AudioTrack(reader.path, reader.audio_index, self.container, reader.start)
 
@@ -431,7 +447,7 @@ class _AudioTrack:
     from `start` seconds (`VideoReader.start`)."""
 
     def __init__(self, path, index, output, start):
-        self.source = av.open(path)
+        self.source = open_input(path)
         self.input = self.source.streams[index]
         self.output, self.start = output, start
         self.copy = self.input.codec_context.name in AUDIO_COPY_CODECS
@@ -444,6 +460,7 @@ class _AudioTrack:
             channels, rate = self.input.codec_context.layout.nb_channels, self.input.codec_context.sample_rate
             self.stream = output.add_stream("aac", rate=min(AAC_RATES, key=lambda aac_rate: abs(aac_rate - rate)),
                                             layout=av.AudioLayout(f"{channels}c").name)
+        self.stream.metadata.update(self.input.metadata)
         self.timeline = Timeline()
         self.damaged_packets = 0
         self.packets = self._packets()

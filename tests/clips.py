@@ -96,6 +96,21 @@ def shifted(source, path, seconds):
                 out.mux(packet)
 
 
+def retagged(source, path, tags, stream_tags, encoding="utf-8"):
+    """`source` remuxed to `path` with the file's tags `tags` and each stream's `stream_tags`, written in
+    `encoding`."""
+    with av.open(source) as given, av.open(path, "w", metadata_encoding=encoding) as out:
+        out.metadata.update(tags)
+        streams = {}
+        for stream in given.streams:
+            streams[stream.index] = out.add_stream_from_template(stream)
+            streams[stream.index].metadata.update(stream_tags)
+        for packet in given.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+
+
 def woven(index, width, height):
     """Frame `index` of an interlaced camera filming a white bar that moves right by 4 pixels a field: its
     even rows (the top field) show the bar at the frame's time, its odd rows half a frame later."""

@@ -19,7 +19,7 @@ import cli
 import test_video
 import video
 import weights
-from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, shifted
+from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, retagged, shifted
 from conftest import REPO, run_script
 
 
@@ -290,6 +290,22 @@ def test_sound_that_starts_after_the_first_frame_stays_in_step(tmp_path, contain
         return sound_start - video_start
     assert sound_after_picture(str(output)) == pytest.approx(sound_after_picture(source), abs=0.03)
     assert describe(str(output))["audio"][1] == pytest.approx(2.0, abs=0.05)  # 20 frames at 10 a second
+
+
+@pytest.mark.parametrize("encoding,title", [("utf-8", "Vacances à Nice"), ("latin-1", "Vacances \ufffd Nice")])
+def test_the_files_tags_are_kept(stylize, clips, tmp_path, encoding, title):
+    """What FFmpeg copies by default: a phone's gallery sorts videos by their creation time and maps them by their
+    place. Tags written in Latin-1 (old AVIs) are read with their undecodable bytes replaced, not refused."""
+    source = str(tmp_path / "holiday.mov")
+    tags = {"title": "Vacances à Nice", "creation_time": "2025-07-14T10:00:00.000000Z",
+            "location": "+43.6950+007.2650/"}
+    retagged(clips["paths"]["main"], source, tags, {"language": "fra"}, encoding)
+    code, lines = stylize("--content", source, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    with av.open(str(tmp_path / "o" / "holiday_stylized_style.mp4")) as out:
+        assert {key: out.metadata.get(key) for key in tags} == dict(tags, title=title)
+        assert out.metadata["encoder"].startswith("Lavf")  # ours, not the input's
+        assert [stream.metadata["language"] for stream in out.streams] == ["fra", "fra"]
 
 
 def song_with_cover_art(path):
