@@ -79,6 +79,14 @@ def test_batches_are_full_across_epoch_boundaries(dataset_folder):
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # crops too are reproducible
 
 
+def test_a_scan_above_test_videos_pixel_limit_is_trained_on(tmp_path, capfd):
+    """As the original trains on it: Pillow refuses only a decompression bomb (above 178,956,970 pixels)."""
+    Image.new("RGB", (5000, 4000), (90, 120, 200)).save(tmp_path / "scan.png")  # 20 million pixels, 60 kB
+    data = sampler.InfiniteImageFolder(str(tmp_path), batch_size=1, length=1, seed=0)
+    np.testing.assert_allclose(data[0][:, 0, 0], np.array([90, 120, 200]) / 255, atol=1e-6)
+    assert data.skipped == 0 and capfd.readouterr().err == ""
+
+
 def test_corrupt_image_is_skipped_with_a_warning(dataset_folder, capfd):
     (dataset_folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     photo = io.BytesIO()
