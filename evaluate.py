@@ -33,6 +33,7 @@ Writes to --output: report.json (every figure, per video and per frame), strip.p
 and stylized frames), heatmaps.png (|I_t − I_{t−1}| beside |S_t − S_{t−1}|) and
 temporal_error.png (warping error per frame), and prints a table.
 """
+import contextlib
 import io
 import json
 import os
@@ -91,17 +92,17 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- reading the videos
 
-def video_facts(path, flag):
-    """(frame count, width, height) of an upright video, from its packets (less those of frames that are
-    decoded but not shown: `VideoReader.hidden_frames`) and first frame."""
+def video_facts(path, flag, max_pixels):
+    """(frame count, width, height) of an upright video, from its packets (`count_frames`) and first frame."""
     if video.probe(regular_file(path, flag)) != "video":
         raise UserError(f"{flag} {path}: not a video that can be read")
-    with video.VideoReader(path) as reader:
-        count = sum(1 for packet in reader.container.demux(reader.video) if packet.size and not packet.is_discard)
-    with video.VideoReader(path) as reader:
+    with contextlib.closing(video.open_video(path, max_pixels)) as reader:
+        count = reader.count_frames()
+    with contextlib.closing(video.open_video(path, max_pixels)) as reader:
         first = next(reader.frames(), (None,))[0]
     if first is None:
-        raise UserError(f"{flag} {path}: not one of its {count} frame(s) can be decoded")
+        why = f" ({reader.problem})" if reader.problem else ""
+        raise UserError(f"{flag} {path}: not one of its {count} frame(s) can be decoded{why}")
     if count < 2:
         raise UserError(f"{flag} {path}: {count} frame; temporal consistency needs at least two")
     return count, first.shape[1], first.shape[0]
@@ -109,16 +110,16 @@ def video_facts(path, flag):
 
 def check_videos(args):
     """The content's (frames, width, height), after checking that every stylized video matches it."""
-    frames, width, height = video_facts(args.content, "--content")
+    frames, width, height = video_facts(args.content, "--content", args.max_pixels)
     if min(width, height) < net.MIN_SIDE:
         raise UserError(f"--content {args.content}: {width}x{height} is too small for the VGG "
                         f"(at least {net.MIN_SIDE}x{net.MIN_SIDE})")
     try:
         transformer.check_pixels(width, height, min(args.max_pixels, net.MAX_POOL_PIXELS), "a frame")
     except transformer.TooLarge as error:
-        raise UserError(f"--content {args.content}: {error}")
+        raise UserError(f"--content {args.content}: {error} (--max_pixels raises it)")
     for path in args.stylized:
-        n, w, h = video_facts(path, "--stylized")
+        n, w, h = video_facts(path, "--stylized", args.max_pixels)
         if n != frames:
             raise UserError(f"--stylized {path} has {n} frames, --content {args.content} has {frames} "
                             f"({abs(n - frames)} {'more' if n > frames else 'fewer'}): frame t must match frame t")
@@ -129,9 +130,9 @@ def check_videos(args):
     return frames, width, height
 
 
-def decoded_frames(path, size):
+def decoded_frames(path, size, max_pixels):
     """The video's frames as HWC uint8, scaled to `size` (width, height) when they differ."""
-    with video.VideoReader(path) as reader:
+    with contextlib.closing(video.open_video(path, max_pixels)) as reader:
         for frame, _ in reader.frames():
             if (frame.shape[1], frame.shape[0]) != size:
                 frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
@@ -246,7 +247,7 @@ def measure(args, n_frames, size, encoder, style_stats, picture_indices):
     --feature_every leaves out are NaN (null in the report).
     """
     tracks = [Track(args.content)] + [Track(path) for path in args.stylized]
-    streams = [decoded_frames(path, size) for path in [args.content] + args.stylized]
+    streams = [decoded_frames(path, size, args.max_pixels) for path in [args.content] + args.stylized]
     pictures = {}  # t → (frames at t, frames at t − 1), input first
     previous, previous_normalised, decoded = None, None, 0
     for t, frames in enumerate(tqdm(zip(*streams), total=n_frames, unit="frame", desc="evaluating")):

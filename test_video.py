@@ -33,6 +33,8 @@ IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
 # several large frames is slower than one frame after another, and its memory grows with its pixels.
 DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
+# What a user can do about an image that is above --max_pixels once resized by the size flags.
+RESIZED_TOO_LARGE = "(--max_pixels raises it; --content_size/--style_size shrink it)"
 
 
 def parse_args(argv=None):
@@ -193,7 +195,7 @@ def read_picture(path, what, max_pixels):
     try:
         return transformer.load_image(path, max_pixels)
     except transformer.TooLarge as error:
-        raise UserError(f"{what} {path}: {error}")
+        raise UserError(f"{what} {path}: {error} (--max_pixels raises it)")
     except transformer.DAMAGED_PICTURE_ERRORS as error:
         raise UserError(f"{what} {path}: not an image that can be read ({one_line(error)})")
 
@@ -208,7 +210,9 @@ def sized(image, size, crop, max_pixels, what):
     """An image as an array sized by the original's rules, or a UserError when too small or too large."""
     try:
         array = transformer.test_transform(image, size, crop, max_pixels)
-    except ValueError as error:  # TooLarge, or a crop larger than the image
+    except transformer.TooLarge as error:
+        raise UserError(f"{what}: {error} {RESIZED_TOO_LARGE}")
+    except ValueError as error:  # a crop larger than the image
         raise UserError(f"{what}: {error}")
     check_min_side(array.shape[2], array.shape[1], what)
     return array
@@ -360,7 +364,7 @@ def frame_at_content_size(frame, args, what):
     try:
         image = transformer.resize_shorter_side(Image.fromarray(frame), args.content_size or 0, args.max_pixels)
     except transformer.TooLarge as error:
-        raise UserError(f"{what}: {error}")
+        raise UserError(f"{what}: {error} {RESIZED_TOO_LARGE}")
     check_min_side(*image.size, what)
     return np.asarray(image)
 

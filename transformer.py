@@ -53,8 +53,7 @@ def picture_format(path):
 
 def check_pixels(width, height, max_pixels, what="the image"):
     if width * height > max_pixels:
-        raise TooLarge(f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of "
-                       f"{max_pixels:,} (--max_pixels raises it; --content_size/--style_size shrink it)")
+        raise TooLarge(f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}")
 
 
 def load_image(path, max_pixels=MAX_PIXELS, as_shown=True):

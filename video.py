@@ -201,6 +201,11 @@ class VideoReader:
             return
         yield from frames
 
+    def count_frames(self):
+        """How many frames the file shows, counted from its packets without decoding (those of hidden frames
+        left out: `hidden_frames`). Reads the file to its end: a reader that counts does not read frames."""
+        return sum(1 for packet in self.container.demux(self.video) if packet.size and not packet.is_discard)
+
     def _progressive(self, frames):
         """The frames, deinterlaced from the first one flagged interlaced on (the filter passes the others as
         they are): the filter's state is the frames around the one it gives. A new one starts where the size
@@ -285,10 +290,13 @@ class AnimatedWebP:
         self.rate = DEFAULT_RATE  # the encoder's nominal rate; the frames keep their own times
         self.problem = None
 
+    def count_frames(self):
+        return self.frames_expected
+
     def frames(self):
         index = 0
         try:
-            transformer.check_pixels(*self.image.size, self.max_pixels)
+            transformer.check_pixels(*self.image.size, self.max_pixels, "its canvas")
             for index in range(self.frames_expected):
                 self.image.seek(index)
                 self.image.load()

@@ -183,7 +183,18 @@ def test_a_video_cut_without_reencoding_counts_the_frames_it_shows(tmp_path):
     whole, cut = str(tmp_path / "whole.mp4"), str(tmp_path / "cut.mp4")
     make_clip(whole, 64, 48, frames=48)
     shifted(whole, cut, -1.3)
-    assert evaluate.video_facts(cut, "--content") == (16, 64, 48)
+    assert evaluate.video_facts(cut, "--content", max_pixels=10 ** 6) == (16, 64, 48)
+
+
+def test_an_animated_webp_is_a_content_video(stylized_clip, tmp_path):
+    """test_video.py stylizes one (read by PIL: FFmpeg does not decode it); evaluate.py reads it the same way."""
+    webp = str(tmp_path / "clip.webp")
+    make_clip(webp, 64, 48, frames=6, audio=None, container="webp", codec="libwebp_anim")
+    evaluate.main(evaluate_args(dict(stylized_clip, content=webp), tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["frames"] == 6 and report["size"] == [64, 48]
+    with pytest.raises(UserError, match=re.escape("(frame 0 cannot be read: its canvas is 64x48 = 3,072 pixels, above")):
+        evaluate.video_facts(webp, "--content", max_pixels=3000)
 
 
 def test_different_frame_counts_are_refused(stylized_clip, tmp_path):
