@@ -67,6 +67,16 @@ def open_input(path):
     return av.open(path, metadata_errors="replace")
 
 
+def demux(container, *streams):
+    """`container.demux(*streams)`. Streams that begin later in a file than its start announced (MPEG-TS recordings
+    with other stream numbers joined end to end) are left out, as FFmpeg leaves them out; once PyAV (18.1) has given
+    every packet of the announced ones, it may fail reading past its list of streams (IndexError): the end."""
+    try:
+        yield from container.demux(*streams)
+    except IndexError:
+        return
+
+
 def open_video(path, max_pixels=transformer.MAX_PIXELS):
     """A reader of the video at `path`, to `close`: FFmpeg's (`VideoReader`), or for an animated WebP, which
     FFmpeg (8.1) does not decode, PIL's (`AnimatedWebP`, which checks `max_pixels` before it decodes)."""
@@ -127,9 +137,11 @@ class VideoReader:
         self.container = open_input(path)
         self.video = video_streams(self.container)[0]
         self.video.thread_type = "AUTO"
-        # The first audio track FFmpeg can read (a damaged header can leave a track without a codec).
+        # The first audio track FFmpeg can read: a damaged header can leave a track without a codec, or without
+        # the sample rate or channel count that an MP4 needs to hold it.
         self.audio_index = next((stream.index for stream in self.container.streams.audio
-                                 if stream.codec_context is not None), None)
+                                 if stream.codec_context is not None and stream.codec_context.sample_rate > 0
+                                 and stream.codec_context.layout.nb_channels > 0), None)
         self.rate = self.video.average_rate or self.video.guessed_rate or DEFAULT_RATE
         self.time_base = self.video.time_base or 1 / self.rate
         self.start = self._start()
@@ -181,7 +193,7 @@ class VideoReader:
         """Skip packets that do not decode; after a container error, flush what the decoder still holds. The
         other streams' packets are only timed (`other_data_end`)."""
         try:
-            for packet in self.container.demux():
+            for packet in demux(self.container):
                 if packet.stream.index != self.video.index:
                     self._time_other_packet(packet)
                     continue
@@ -204,20 +216,23 @@ class VideoReader:
     def count_frames(self):
         """How many frames the file shows, counted from its packets without decoding (those of hidden frames
         left out: `hidden_frames`). Reads the file to its end: a reader that counts does not read frames."""
-        return sum(1 for packet in self.container.demux(self.video) if packet.size and not packet.is_discard)
+        return sum(1 for packet in demux(self.container, self.video) if packet.size and not packet.is_discard)
 
     def _progressive(self, frames):
-        """The frames, deinterlaced from the first one flagged interlaced on (the filter passes the others as
-        they are): the filter's state is the frames around the one it gives. A new one starts where the size
-        or pixel format changes (recordings joined end to end)."""
+        """The frames, those flagged interlaced deinterlaced (`Deinterlacer`). From the first such frame on,
+        every frame goes through the filter, which passes the others as they are, so that the order is kept.
+        Where the size or pixel format changes (recordings joined end to end), a new filter starts."""
         deinterlacer = None
         for frame in frames:
             if deinterlacer is not None and not deinterlacer.takes(frame):
                 yield from deinterlacer.flush()
                 deinterlacer = None
             if deinterlacer is None and frame.interlaced_frame:
-                deinterlacer = Deinterlacer(frame, self.time_base)
-            self.deinterlaced += frame.interlaced_frame
+                try:
+                    deinterlacer = Deinterlacer(frame, self.time_base)
+                except av.FFmpegError:  # a frame too small for the filter (a few pixels): kept as it is
+                    pass
+            self.deinterlaced += frame.interlaced_frame and deinterlacer is not None
             yield from deinterlacer.push(frame) if deinterlacer is not None else [frame]
         if deinterlacer is not None:
             yield from deinterlacer.flush()
@@ -236,7 +251,7 @@ class VideoReader:
         if self.damaged_packets:
             problems.append(f"{self.damaged_packets} damaged packet(s) skipped")
         if self.container.streams.audio and self.audio_index is None:
-            problems.append("its sound is left out: no codec reads its audio track")
+            problems.append("its sound is left out: its audio track cannot be read (no codec, or a damaged header)")
         short = self._short_of_time(last_pts)
         if self.frames_expected and decoded < self.frames_expected - self.hidden_frames and short is not False:
             problems.append(f"the file announces {self.frames_expected - self.hidden_frames} frames")
@@ -482,7 +497,7 @@ class _AudioTrack:
         """The track's packets, with increasing timestamps (`Timeline`); a damaged file's audio ends where its
         data does."""
         try:
-            for packet in self.source.demux(self.input):
+            for packet in demux(self.source, self.input):
                 if packet.dts is None:
                     continue
                 start = round(self.start / packet.time_base)

@@ -5,6 +5,7 @@ import io
 import itertools
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -345,12 +346,15 @@ def test_an_animated_webp_above_the_pixel_limit_is_refused_before_decoding(styli
     assert code == 1 and len(lines) == 1 and "48x40 = 1,920 pixels, above the limit of 1,000" in lines[0], lines
 
 
-def joined_recordings(folder, sizes, audio):
-    """Recordings joined end to end, as `cat a.ts b.ts > joined.ts` joins them: each restarts its timestamps."""
+def joined_recordings(folder, sizes, audio, other_stream_numbers=False):
+    """Recordings joined end to end, as `cat a.ts b.ts > joined.ts` joins them: each restarts its timestamps; with
+    `other_stream_numbers`, each has its streams under other numbers (PIDs), as recordings of other channels."""
     parts = []
     for index, (width, height) in enumerate(sizes):
         part = folder / f"part{index}.ts"
-        make_clip(str(part), width, height, frames=12, container="mpegts", audio=audio)
+        options = {"mpegts_start_pid": str(0x100 * (index + 1)), "mpegts_pmt_start_pid": str(0x1000 + index),
+                   "mpegts_service_id": str(index + 1)} if other_stream_numbers else None
+        make_clip(str(part), width, height, frames=12, container="mpegts", audio=audio, options=options)
         parts.append(part.read_bytes())
     path = folder / "joined.ts"
     path.write_bytes(b"".join(parts))
@@ -384,6 +388,14 @@ def test_reader_deinterlaces_interlaced_frames(tmp_path, rotation):
     assert reader.notes() == "10 interlaced frame(s) deinterlaced"
 
 
+def test_frames_too_small_for_the_deinterlacer_are_read_as_they_are(tmp_path):
+    path = str(tmp_path / "interlaced.mp4")
+    make_interlaced_clip(path, width=48, height=4, frames=3)  # bwdif refuses 4 rows
+    with video.VideoReader(path) as reader:
+        frames = list(reader.frames())
+    assert [frame.shape for frame, _ in frames] == [(4, 48, 3)] * 3 and reader.notes() is None
+
+
 def test_an_interlaced_video_is_stylized_deinterlaced(stylize, clips, tmp_path):
     make_interlaced_clip(str(tmp_path / "tv.mp4"), frames=6)
     code, lines = stylize("--content", tmp_path / "tv.mp4", "--style", clips["style"], "--output", tmp_path / "o")
@@ -404,6 +416,16 @@ def test_recordings_joined_end_to_end_are_stylized_as_one_video(stylize, clips, 
     if audio:  # both recordings' sound, one after the other
         assert out["audio"][0] == "aac" and abs(out["audio"][1] - 24 * 1001 / 24000) < 0.1
     assert any("joined recordings: 1 restart(s) of its timestamps continued" in line for line in lines), lines
+
+
+def test_recordings_joined_with_other_stream_numbers_are_read_to_the_first_ones_end(stylize, clips, tmp_path):
+    """Streams that begin later than the file's start announced are left out, as FFmpeg leaves them out. At the
+    end of such a file PyAV may raise IndexError (it did at the end of the file's video and of its sound)."""
+    joined = joined_recordings(tmp_path, [(64, 48), (64, 48)], "aac", other_stream_numbers=True)
+    code, lines = stylize("--content", joined, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    out = describe(str(tmp_path / "o" / "joined_stylized_style.mp4"))
+    assert len(out["frames"]) == 12 and out["audio"][0] == "aac"
 
 
 @pytest.mark.parametrize("container", ["mp4", "matroska"])
@@ -474,14 +496,27 @@ def test_a_damaged_audio_packet_costs_that_packet_not_the_video(stylize, clips, 
     assert len(out["frames"]) == 20 and out["audio"][0] == "aac" and out["audio"][1] > 1.8
 
 
-def test_an_audio_track_no_codec_reads_is_left_out_with_a_warning(stylize, clips, tmp_path):
-    whole, damaged = tmp_path / "whole.mp4", tmp_path / "damaged.mp4"
+AAC_48K_MONO = b"\x11\x88"  # the AudioSpecificConfig of make_clip's sound: AAC LC, 48 kHz (index 3), mono
+SAMPLE_RATE_48K = b"\xb5\x88" + struct.pack(">d", 48000.0)  # Matroska's SamplingFrequency element
+DAMAGED_AUDIO_HEADERS = {
+    "no codec": ("mp4", {b"mp4a": b"zzzz", b"esds": b"xxxx"}),  # AAC's sample entry, unknown
+    "no sample rate": ("mkv", {AAC_48K_MONO: b"\x16\x88",  # sampling index 13: none
+                               SAMPLE_RATE_48K: b"\xb5\x88" + struct.pack(">d", 0.0)}),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_AUDIO_HEADERS)
+def test_an_audio_track_that_cannot_be_read_is_left_out_with_a_warning(stylize, clips, tmp_path, damage):
+    extension, replacements = DAMAGED_AUDIO_HEADERS[damage]
+    whole, damaged = tmp_path / f"whole.{extension}", tmp_path / f"damaged.{extension}"
     make_clip(str(whole), 48, 40, frames=10, rate=fractions.Fraction(10))
     data = whole.read_bytes()
-    assert data.count(b"mp4a") == 1 and data.count(b"esds") == 1
-    damaged.write_bytes(data.replace(b"mp4a", b"zzzz").replace(b"esds", b"xxxx"))  # AAC's sample entry, unknown
+    for old, new in replacements.items():
+        assert data.count(old) == 1
+        data = data.replace(old, new)
+    damaged.write_bytes(data)
     code, lines = stylize("--content", damaged, "--style", clips["style"], "--output", tmp_path / "o")
-    assert code == 1 and any("no codec reads its audio track" in line for line in lines), lines
+    assert code == 1 and any("its sound is left out: its audio track cannot be read" in line for line in lines), lines
     out = describe(str(tmp_path / "o" / "damaged_stylized_style.mp4"))
     assert len(out["frames"]) == 10 and out["audio"] is None
 
