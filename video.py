@@ -38,6 +38,8 @@ CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"
 # do not describe yuv420p frames: the output's matrix is then left untagged.
 YUV_MATRICES = {1, 4, 5, 6, 7, 9}
 UNTAGGED = 2
+# Picture formats (PIL's names) whose several images are the frames of an animation.
+ANIMATED_PICTURES = {"GIF", "PNG", "WEBP", "FLI", "AVIF"}
 # FFmpeg's bwdif (as good as yadif or better, as fast): a frame for each frame (send_frame), its first field
 # kept and the other interpolated from both fields around it; frames not flagged interlaced pass as they are.
 DEINTERLACE = "mode=send_frame:parity=auto:deint=interlaced"
@@ -46,11 +48,13 @@ DEINTERLACE = "mode=send_frame:parity=auto:deint=interlaced"
 def probe(path):
     """'image' or 'video' by the file's content (never its name), or None for neither.
 
-    A single-frame picture is an image, whatever its size (the pixel limit is checked when
-    it is loaded); an animated GIF or WebP and anything FFmpeg finds a video stream in is a video.
+    A picture is an image, whatever its size (the pixel limit is checked when it is loaded), unless it is
+    animated (`ANIMATED_PICTURES`): the further images of a phone's JPEG (an HDR gain map, a depth map, in
+    MPO's format), of a multi-page TIFF or of a layered PSD are not frames. An animated GIF or WebP and
+    anything FFmpeg finds a video stream in is a video.
     """
     picture, frames = transformer.picture_format(path)
-    if frames == 1:
+    if frames == 1 or (frames > 1 and picture not in ANIMATED_PICTURES):
         return "image"
     if picture == "WEBP":
         return "video"  # animated; FFmpeg does not decode it (`open_video`)

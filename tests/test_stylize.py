@@ -745,15 +745,24 @@ def test_images_of_every_mode_and_a_folder(stylize, clips, tmp_path):
     Image.fromarray(base).convert("P").save(folder / "palette.gif")
     pillow_heif.from_pillow(Image.fromarray(base)).save(folder / "phone.heic")  # a phone's photo
     Image.fromarray(base).save(folder / "web.avif")
+    # Pictures with further images that are not frames (of another size here, 20×16): a phone's JPEG with an HDR
+    # gain map (MPO's format), a scan's second page, a phone's HEIF burst.
+    second = Image.new("RGB", (20, 16))
+    Image.fromarray(base).save(folder / "gain_map.jpg", "MPO", save_all=True, append_images=[second.convert("L")])
+    Image.fromarray(base).save(folder / "scan.tiff", save_all=True, append_images=[second])
+    burst = pillow_heif.from_pillow(Image.fromarray(base))
+    burst.add_from_pillow(second)
+    burst.save(folder / "burst.heic")
     (folder / "readme.txt").write_text("not an image")
     code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", tmp_path / "o",
                           "--content_size", "32")
     assert code == 0, lines
     assert any("skipping" in line and "readme.txt" in line for line in lines)
     names = sorted(os.listdir(tmp_path / "o"))
-    assert names == ["grey_stylized_style.jpg", "palette_stylized_style.jpg", "phone_stylized_style.jpg",
-                     "rgba_stylized_style.jpg", "web_stylized_style.jpg"]
-    # Shorter side resized to --content_size 32: 40×30 → 42×32.
+    assert names == ["burst_stylized_style.jpg", "gain_map_stylized_style.jpg", "grey_stylized_style.jpg",
+                     "palette_stylized_style.jpg", "phone_stylized_style.jpg", "rgba_stylized_style.jpg",
+                     "scan_stylized_style.jpg", "web_stylized_style.jpg"]
+    # Shorter side resized to --content_size 32: 40×30 → 42×32 (the first image; the second would give 40×32).
     assert all(Image.open(tmp_path / "o" / n).size == (42, 32) for n in names)
 
 
