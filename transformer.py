@@ -43,10 +43,10 @@ def open_picture(path):
 
 def picture_format(path):
     """(PIL's name for the format, number of frames) of a picture, (None, 0) when it is not one PIL reads;
-    decodes nothing."""
+    decodes nothing. (PIL counts a PSD's layers: a flattened one has none, and is one picture.)"""
     try:
         with open_picture(path) as image:
-            return image.format, getattr(image, "n_frames", 1)
+            return image.format, max(1, getattr(image, "n_frames", 1))
     except DAMAGED_PICTURE_ERRORS:
         return None, 0
 

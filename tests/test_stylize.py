@@ -753,13 +753,18 @@ def test_images_of_every_mode_and_a_folder(stylize, clips, tmp_path):
     burst = pillow_heif.from_pillow(Image.fromarray(base))
     burst.add_from_pillow(second)
     burst.save(folder / "burst.heic")
+    # A flattened Photoshop file, which PIL counts as no layers: 8-bit RGB, raw planes.
+    planes = np.moveaxis(base, -1, 0).tobytes()
+    (folder / "flat.psd").write_bytes(b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 30, 40, 8, 3) + bytes(12)
+                                      + bytes(2) + planes)
     (folder / "readme.txt").write_text("not an image")
     code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", tmp_path / "o",
                           "--content_size", "32")
     assert code == 0, lines
     assert any("skipping" in line and "readme.txt" in line for line in lines)
     names = sorted(os.listdir(tmp_path / "o"))
-    assert names == ["burst_stylized_style.jpg", "gain_map_stylized_style.jpg", "grey_stylized_style.jpg",
+    assert names == ["burst_stylized_style.jpg", "flat_stylized_style.jpg", "gain_map_stylized_style.jpg",
+                     "grey_stylized_style.jpg",
                      "palette_stylized_style.jpg", "phone_stylized_style.jpg", "rgba_stylized_style.jpg",
                      "scan_stylized_style.jpg", "web_stylized_style.jpg"]
     # Shorter side resized to --content_size 32: 40×30 → 42×32 (the first image; the second would give 40×32).
