@@ -351,6 +351,8 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
                             save_image(stylized, os.path.join(frames_dir, f"{count:06d}{args.save_ext}"))
                         count += 1
                     progress.update(len(batch))
+                if reader.problem is None:  # read to its end: the frames a file announces may include hidden ones
+                    progress.total = count
                 writer.close()
             except BaseException:
                 writer.abort()

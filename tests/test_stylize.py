@@ -233,7 +233,7 @@ def test_other_containers_by_content_not_name(stylize, clips, tmp_path, containe
         assert out["audio"][0] == "aac" and out["audio"][1] > 0.4
 
 
-def test_a_video_cut_without_reencoding_is_not_damaged(stylize, clips, tmp_path):
+def test_a_video_cut_without_reencoding_is_not_damaged(stylize, clips, tmp_path, monkeypatch):
     """Its file holds more frames than it shows: those before the cut are there to be decoded, not shown."""
     whole, cut = str(tmp_path / "whole.mp4"), str(tmp_path / "cut.mp4")
     make_clip(whole, 64, 48, frames=48, rate=fractions.Fraction(24))  # one keyframe, at 0
@@ -242,8 +242,16 @@ def test_a_video_cut_without_reencoding_is_not_damaged(stylize, clips, tmp_path)
         frames = list(reader.frames())
         assert reader.problem is None and reader.frames_expected == 48
     assert len(frames) == 16 and frames[0][1] == 0  # 1.3 s at 24 frames/s: frames 32 to 47
+    bars = []
+
+    class ProgressBar(test_video.tqdm):
+        def close(self):
+            bars.append((self.n, self.total))
+            super().close()
+    monkeypatch.setattr(test_video, "tqdm", ProgressBar)
     code, lines = stylize("--content", cut, "--style", clips["style"], "--output", tmp_path / "o")
     assert code == 0 and not any("WARNING" in line for line in lines), lines
+    assert bars[-1] == (16, 16)  # the progress bar ends full, not at 16 of the file's 48
 
 
 @pytest.mark.parametrize("audio", ["aac", "mp2"], ids=["sound copied", "sound re-encoded"])
