@@ -93,7 +93,7 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- reading the videos
 
 def video_facts(path, flag, max_pixels):
-    """(frame count, width, height) of an upright video, from its packets (`count_frames`) and first frame."""
+    """(frame count, width, height) of an upright video (`count_frames`, its first frame)."""
     if video.probe(regular_file(path, flag)) != "video":
         raise UserError(f"{flag} {path}: not a video that can be read")
     with contextlib.closing(video.open_video(path, max_pixels)) as reader:
@@ -102,7 +102,7 @@ def video_facts(path, flag, max_pixels):
         first = next(reader.frames(), (None,))[0]
     if first is None:
         why = f" ({reader.problem})" if reader.problem else ""
-        raise UserError(f"{flag} {path}: not one of its {count} frame(s) can be decoded{why}")
+        raise UserError(f"{flag} {path}: no frame can be decoded{why}")
     if count < 2:
         raise UserError(f"{flag} {path}: {count} frame; temporal consistency needs at least two")
     return count, first.shape[1], first.shape[0]

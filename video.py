@@ -218,9 +218,10 @@ class VideoReader:
         yield from frames
 
     def count_frames(self):
-        """How many frames the file shows, counted from its packets without decoding (those of hidden frames
-        left out: `hidden_frames`). Reads the file to its end: a reader that counts does not read frames."""
-        return sum(1 for packet in demux(self.container, self.video) if packet.size and not packet.is_discard)
+        """How many frames `frames` gives, counted by decoding them without turning them into arrays: a packet
+        count would include damaged packets, frames hidden by an edit list and the two fields of an interlaced
+        frame coded apart. Reads the file to its end: a reader that counts does not read frames."""
+        return sum(1 for _ in self._progressive(self._decoded_frames()))
 
     def _progressive(self, frames):
         """The frames, those flagged interlaced deinterlaced (`Deinterlacer`). From the first such frame on,

@@ -11,6 +11,7 @@ from PIL import Image
 
 import evaluate
 from clips import make_clip, remuxed, shifted
+import cli
 from cli import UserError
 import test_video
 from conftest import run_script
@@ -197,6 +198,21 @@ def test_an_animated_webp_is_a_content_video(stylized_clip, tmp_path):
         evaluate.video_facts(webp, "--content", max_pixels=3000)
 
 
+def test_a_damaged_content_video_counts_the_frames_it_decodes(stylized_clip, weight_files, tmp_path):
+    """As test_video.py stylizes them: a damaged packet costs a frame in both."""
+    content = str(tmp_path / "damaged.mp4")
+    remuxed(stylized_clip["content"], content, "mp4",
+            lambda kind, number, data: bytes(len(data)) if kind == "video" and number == 4 else None)
+    vgg, decoder, mcc = weight_files
+    with pytest.raises(SystemExit):  # a damaged video: stylized as far as it decodes, exit 1
+        cli.run(test_video.main, ["--content", content, "--style", stylized_clip["style"], "--output",
+                                  str(tmp_path), "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc])
+    stylized = str(tmp_path / "damaged_stylized_style.mp4")
+    assert evaluate.video_facts(content, "--content", 10 ** 6) == evaluate.video_facts(stylized, "--stylized", 10 ** 6)
+    evaluate.main(evaluate_args(dict(stylized_clip, content=content, stylized=stylized), tmp_path / "out"))
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["frames"] == 5
+
+
 def test_different_frame_counts_are_refused(stylized_clip, tmp_path):
     shorter = str(tmp_path / "shorter.mp4")
     make_clip(shorter, 64, 48, frames=5)
@@ -218,7 +234,7 @@ def test_different_sizes_are_refused_unless_resizing_is_asked(stylized_clip, tmp
     ("missing", "no such file"),
     ("text", "not a video that can be read"),
     ("one_frame", "1 frame; temporal consistency needs at least two"),
-    ("undecodable", "not one of its 6 frame(s) can be decoded"),
+    ("undecodable", "no frame can be decoded ("),
 ])
 def test_unusable_videos_are_refused(stylized_clip, tmp_path, case, message):
     path = str(tmp_path / f"{case}.mp4")
