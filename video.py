@@ -38,6 +38,8 @@ CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"
 # do not describe yuv420p frames: the output's matrix is then left untagged.
 YUV_MATRICES = {1, 4, 5, 6, 7, 9}
 UNTAGGED = 2
+# libvpx's decoders, which read the transparency that a WebM keeps beside its VP8 or VP9 frames (FFmpeg's own drop it).
+LIBVPX_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 # Picture formats (PIL's names) whose several images are the frames of an animation.
 ANIMATED_PICTURES = {"GIF", "PNG", "WEBP", "FLI", "AVIF"}
 # FFmpeg's bwdif (as good as yadif or better, as fast): a frame for each frame (send_frame), its first field
@@ -153,6 +155,11 @@ class VideoReader:
         # swscale turns its YUV into RGB with that matrix, and the writer must turn RGB back with the same.
         context = self.video.codec_context  # None where no codec reads the stream (a damaged header)
         self.colour = (context.colorspace, context.color_primaries, context.color_trc) if context else (UNTAGGED,) * 3
+        # What decodes the stream's packets: the stream, or for a WebM with transparency ("alpha_mode" 1: a
+        # sticker, an overlay) libvpx's decoder.
+        self.decoder = self.video
+        if context is not None and context.name in LIBVPX_DECODERS and self.video.metadata.get("alpha_mode") == "1":
+            self.decoder = av.CodecContext.create(LIBVPX_DECODERS[context.name], "r")
         self.frames_expected = self.video.frames  # 0 when the container does not say
         self.metadata = dict(self.container.metadata)  # the file's tags: title, creation time, place, …
         self.damaged_packets = 0
@@ -203,7 +210,7 @@ class VideoReader:
                     continue
                 self.hidden_frames += packet.is_discard
                 try:
-                    frames = packet.decode()
+                    frames = self.decoder.decode(packet)
                 except av.FFmpegError:
                     self.damaged_packets += 1
                     continue
@@ -212,7 +219,7 @@ class VideoReader:
         except (av.FFmpegError, EOFError) as error:
             self.read_error = error
         try:
-            frames = self.video.codec_context.decode(None)
+            frames = self.decoder.decode(None)
         except (av.FFmpegError, EOFError):
             return
         yield from frames
