@@ -11,10 +11,10 @@ out for one in, as a player deinterlaces them for display: the network would oth
 the combs of the moving edges.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), its colour tags and pixel shape (a player shows the output in
-the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), and the
-input's first audio track that a codec reads, read separately from the input file and
-interleaved by time: copied when MP4 can hold its codec, otherwise re-encoded to AAC; its
-damaged packets are skipped too.
+the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), its file's
+and streams' tags, and one audio track (`VideoReader._audio_track`), read separately from the
+input file and interleaved by time: copied when MP4 can hold its codec, otherwise re-encoded to
+AAC; its damaged packets are skipped too.
 """
 import fractions
 
@@ -143,11 +143,7 @@ class VideoReader:
         self.container = open_input(path)
         self.video = video_streams(self.container)[0]
         self.video.thread_type = "AUTO"
-        # The first audio track FFmpeg can read: a damaged header can leave a track without a codec, or without
-        # the sample rate or channel count that an MP4 needs to hold it.
-        self.audio_index = next((stream.index for stream in self.container.streams.audio
-                                 if stream.codec_context is not None and stream.codec_context.sample_rate > 0
-                                 and stream.codec_context.layout.nb_channels > 0), None)
+        self.audio_index = self._audio_track()
         self.rate = self.video.average_rate or self.video.guessed_rate or DEFAULT_RATE
         self.time_base = self.video.time_base or 1 / self.rate
         self.start = self._start()
@@ -173,6 +169,16 @@ class VideoReader:
         self.timeline = Timeline()
         self.read_error = None
         self.problem = None  # why the file seems damaged, once `frames` has run to its end
+
+    def _audio_track(self):
+        """The index of the audio track to keep, or None: the first one flagged default (a film's main language,
+        not its commentary), else the first, among those FFmpeg can read. A damaged header can leave a track
+        without a codec, or without the sample rate or channel count that an MP4 needs to hold it."""
+        readable = [stream for stream in self.container.streams.audio
+                    if stream.codec_context is not None and stream.codec_context.sample_rate > 0
+                    and stream.codec_context.layout.nb_channels > 0]
+        flagged = [stream for stream in readable if stream.disposition & av.stream.Disposition.default]
+        return next((stream.index for stream in flagged + readable), None)
 
     def _start(self):
         """Where the video and its sound start, in seconds: a recording cut from a broadcast or a camera's

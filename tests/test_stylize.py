@@ -320,6 +320,27 @@ def test_the_files_tags_are_kept(stylize, clips, tmp_path, encoding, title):
         assert [stream.metadata["language"] for stream in out.streams] == ["fra", "fra"]
 
 
+def test_the_audio_track_flagged_default_is_kept(stylize, clips, tmp_path):
+    """A film's main language rather than its commentary, which comes first here (44.1 kHz tells them apart)."""
+    main, commentary = str(tmp_path / "main.mkv"), str(tmp_path / "commentary.mkv")
+    make_clip(commentary, 48, 40, frames=10, rate=fractions.Fraction(10), container="matroska")
+    make_clip(main, 48, 40, frames=10, rate=fractions.Fraction(10), container="matroska", sound_rate=44100)
+    film = str(tmp_path / "film.mkv")
+    with av.open(commentary) as first, av.open(main) as second, av.open(film, "w") as out:
+        picture = out.add_stream_from_template(first.streams.video[0])
+        tracks = [out.add_stream_from_template(given.streams.audio[0]) for given in (first, second)]
+        tracks[0].disposition, tracks[1].disposition = 0, av.stream.Disposition.default
+        for given, track in zip((first, second), tracks):
+            for packet in given.demux():
+                if packet.size and (packet.stream.type == "audio" or given is first):
+                    packet.stream = track if packet.stream.type == "audio" else picture
+                    out.mux(packet)
+    code, lines = stylize("--content", film, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    with av.open(str(tmp_path / "o" / "film_stylized_style.mp4")) as out:
+        assert [stream.codec_context.sample_rate for stream in out.streams.audio] == [44100]
+
+
 def song_with_cover_art(path):
     """An MP3 with its cover picture, which FFmpeg lists as a one-frame video stream (an "attached picture")."""
     cover = io.BytesIO()
