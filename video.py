@@ -234,7 +234,7 @@ class VideoReader:
         """How many frames `frames` gives, counted by decoding them without turning them into arrays: a packet
         count would include damaged packets, frames hidden by an edit list and the two fields of an interlaced
         frame coded apart. Reads the file to its end: a reader that counts does not read frames."""
-        return sum(1 for _ in self._progressive(self._decoded_frames()))
+        return sum(1 for _ in self._decoded_frames())  # deinterlacing gives a frame for a frame
 
     def _progressive(self, frames):
         """The frames, those flagged interlaced deinterlaced (`Deinterlacer`). From the first such frame on,
