@@ -74,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=None,
                         help=f"video frames per forward pass (default: up to {DEFAULT_BATCH}, as many as fit in "
                              "1280x720 pixels; more are no faster on the CPU and take more memory)")
+    parser.add_argument("--skip_existing", action="store_true",
+                        help="keep outputs that already exist instead of making them again, to resume an interrupted "
+                             "run (outputs are written whole or not at all: one that exists is complete)")
     parser.add_argument("--save_frames", action="store_true",
                         help="also write each stylized video frame as an image in <output>/<name>_frames/")
     parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
@@ -84,6 +87,11 @@ def parse_args(argv=None):
                              "faster, and differs from float32 by round-off (see docs/gpu.md)")
     backend.add_device_argument(parser)
     return parser.parse_args(argv)
+
+
+class InputError(UserError):
+    """An input that cannot be stylized (unreadable, too small, too large): in a run over several inputs the
+    others are still stylized, as hours of a folder's work should not end at one bad file."""
 
 
 def check_args(args):
@@ -168,7 +176,8 @@ def short_names(paths):
 
 
 def plan_outputs(contents, groups, args):
-    """{(content, style group): output path}, after checking that no two collide and none is an input."""
+    """{(content, its kind, style group): output path}, in the order of making them, after checking that no two
+    collide and none is an input."""
     content_names = short_names([path for path, _ in contents])
     style_names = short_names(sorted({p for group in groups for p in group}))
     plan, sources = {}, {}
@@ -181,7 +190,7 @@ def plan_outputs(contents, groups, args):
         frames_dir = os.path.splitext(path)[0] + "_frames"
         if args.save_frames and kind == "video" and os.path.exists(frames_dir) and not os.path.isdir(frames_dir):
             raise UserError(f"--save_frames: {frames_dir} is a file, so the frames folder cannot be made there")
-        plan[content, tuple(group)], sources[path] = path, content
+        plan[content, kind, tuple(group)], sources[path] = path, content
     inputs = {os.path.realpath(p) for p, _ in contents} | {os.path.realpath(p) for g in groups for p in g}
     for path in plan.values():
         if os.path.realpath(path) in inputs:
@@ -190,30 +199,39 @@ def plan_outputs(contents, groups, args):
     return plan
 
 
+def without_existing(outputs):
+    """The planned outputs less those that exist already (--skip_existing), saying how many are kept."""
+    remaining = {pair: path for pair, path in outputs.items() if not os.path.isfile(path)}
+    if len(remaining) < len(outputs):
+        print(f"--skip_existing: {len(outputs) - len(remaining)} of {len(outputs)} output(s) exist and are kept",
+              file=sys.stderr)
+    return remaining
+
+
 def read_picture(path, what, max_pixels):
-    """The picture at `path` as an RGB PIL image, or a UserError saying why it cannot be used."""
+    """The picture at `path` as an RGB PIL image, or an InputError saying why it cannot be used."""
     try:
         return transformer.load_image(path, max_pixels)
     except transformer.TooLarge as error:
-        raise UserError(f"{what} {path}: {error} (--max_pixels raises it)")
+        raise InputError(f"{what} {path}: {error} (--max_pixels raises it)")
     except transformer.DAMAGED_PICTURE_ERRORS as error:
-        raise UserError(f"{what} {path}: not an image that can be read ({one_line(error)})")
+        raise InputError(f"{what} {path}: not an image that can be read ({one_line(error)})")
 
 
 def check_min_side(width, height, what):
     if min(width, height) < net.MIN_SIDE:
-        raise UserError(f"{what}: {width}x{height} is too small; the encoder needs at least "
-                        f"{net.MIN_SIDE}x{net.MIN_SIDE} pixels")
+        raise InputError(f"{what}: {width}x{height} is too small; the encoder needs at least "
+                         f"{net.MIN_SIDE}x{net.MIN_SIDE} pixels")
 
 
 def sized(image, size, crop, max_pixels, what):
-    """An image as an array sized by the original's rules, or a UserError when too small or too large."""
+    """An image as an array sized by the original's rules, or an InputError when too small or too large."""
     try:
         array = transformer.test_transform(image, size, crop, max_pixels)
     except transformer.TooLarge as error:
-        raise UserError(f"{what}: {error} {RESIZED_TOO_LARGE}")
+        raise InputError(f"{what}: {error} {RESIZED_TOO_LARGE}")
     except ValueError as error:  # a crop larger than the image
-        raise UserError(f"{what}: {error}")
+        raise InputError(f"{what}: {error}")
     check_min_side(array.shape[2], array.shape[1], what)
     return array
 
@@ -289,8 +307,8 @@ def frames_per_pass(height, width, wanted, what):
         wanted = max(1, min(DEFAULT_BATCH, PASS_PIXELS // (height * width)))
     count = net.images_per_pass(height, width, wanted)
     if count == 0:
-        raise UserError(f"{what}: {width}x{height} is larger than Jittor can pool "
-                        f"(at most {net.MAX_POOL_PIXELS:,} pixels); use --content_size")
+        raise InputError(f"{what}: {width}x{height} is larger than Jittor can pool "
+                         f"(at most {net.MAX_POOL_PIXELS:,} pixels); use --content_size")
     return count
 
 
@@ -331,7 +349,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)
         if first is None:
-            raise UserError(f"{content_path}: a video without any decodable frame ({reader.problem or 'empty'})")
+            raise InputError(f"{content_path}: a video without any decodable frame ({reader.problem or 'empty'})")
         height, width = first[0].shape[:2]
         batch_size = frames_per_pass(height, width, args.batch_size, what)
         stylizer.set_styles(style_arrays(style_paths, height, transformer.image_to_array(first[0]), args))
@@ -339,9 +357,10 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
         if frames_dir:
             os.makedirs(frames_dir, exist_ok=True)
         count = 0
+        # Under mpirun one rank's progress bar is shown: the ranks' bars would overwrite each other's line.
         with atomic_output(out_path) as file, tqdm(total=reader.frames_expected or None, unit="frame",
                                                    desc=os.path.basename(content_path), file=sys.stderr,
-                                                   dynamic_ncols=True) as progress:
+                                                   dynamic_ncols=True, disable=jt.in_mpi and jt.rank > 0) as progress:
             writer = video.VideoWriter(file, reader, width, height)
             try:
                 for batch in batched(itertools.chain([first], frames), batch_size):
@@ -366,7 +385,7 @@ def frame_at_content_size(frame, args, what):
     try:
         image = transformer.resize_shorter_side(Image.fromarray(frame), args.content_size or 0, args.max_pixels)
     except transformer.TooLarge as error:
-        raise UserError(f"{what}: {error} {RESIZED_TOO_LARGE}")
+        raise InputError(f"{what}: {error} {RESIZED_TOO_LARGE}")
     check_min_side(*image.size, what)
     return np.asarray(image)
 
@@ -390,21 +409,50 @@ def main(argv=None):
     groups, weights_ = style_groups(args)
     writable_folder(args.output, "output")
     outputs = plan_outputs(contents, groups, args)
+    mine = share_of_this_rank(outputs)
+    if args.skip_existing:
+        mine = without_existing(mine)
     stylizer = Stylizer(load_models(args), args.alpha, weights_, args.half)
-    damaged = []
-    for (content_path, kind), group in itertools.product(contents, groups):
-        out_path = outputs[content_path, tuple(group)]
-        if kind == "image":
-            stylize_image(content_path, group, out_path, stylizer, args)
+    not_made, damaged = [], []
+    for (content_path, kind, group), out_path in mine.items():
+        try:
+            problem = stylize_pair(content_path, kind, group, out_path, stylizer, args)
+        except InputError as error:
+            if len(outputs) == 1:
+                raise
+            print(f"skipping {out_path}: {error}", file=sys.stderr)
+            not_made.append(out_path)
             continue
-        result = stylize_video(content_path, group, out_path, stylizer, args)
-        print(f"{content_path} -> {out_path}: {result.summary()}", file=sys.stderr)
-        if result.problem:
+        if problem and content_path not in damaged:  # once, whatever the number of styles
             damaged.append(content_path)
-            print(f"WARNING: {content_path} is damaged: {result.frames} frames decoded ({result.problem})",
-                  file=sys.stderr)
+    problems = [f"{len(not_made)} of {len(mine)} output(s) not made: {', '.join(not_made)}"] if not_made else []
     if damaged:
-        raise UserError(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(damaged)}")
+        problems.append(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(damaged)}")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def share_of_this_rank(outputs):
+    """Under `mpirun -np N`, every N-th planned output from this rank's number on (N GPUs stylize a folder N times
+    as fast); all of them in one process. Shared before --skip_existing looks at the disk, which the other ranks
+    are already writing to: every rank shares the same plan."""
+    if not jt.in_mpi:
+        return outputs
+    return dict(list(outputs.items())[jt.rank::jt.world_size])
+
+
+
+def stylize_pair(content_path, kind, style_paths, out_path, stylizer, args):
+    """Stylize one content file with one style group into `out_path`; returns why a video seems damaged, or None."""
+    if kind == "image":
+        stylize_image(content_path, style_paths, out_path, stylizer, args)
+        return None
+    result = stylize_video(content_path, style_paths, out_path, stylizer, args)
+    print(f"{content_path} -> {out_path}: {result.summary()}", file=sys.stderr)
+    if result.problem:
+        print(f"WARNING: {content_path} is damaged: {result.frames} frames decoded ({result.problem})",
+              file=sys.stderr)
+    return result.problem
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import test_video
 import video
 import weights
 from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, retagged, shifted
-from conftest import REPO, run_script
+from conftest import REPO, mpirun, needs_mpi, run_script
 
 
 BT709 = (1, 1, 1)  # FFmpeg's numbers for its colour matrix, primaries and transfer: what HD cameras tag
@@ -617,6 +617,15 @@ def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path, monkeypa
     assert victim.read_text() == "precious"
 
 
+def frameless_video(path):
+    """An AVI with a video stream and no frame at `path`."""
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
+        container.start_encoding()
+    return path
+
+
 def bad_input_cases(clips, tmp):
     text = tmp / "notes.mp4"
     text.write_text("not a video\n")
@@ -632,11 +641,7 @@ def bad_input_cases(clips, tmp):
     cut_photo.write_bytes(photo[:-100])  # libheif's message for it ends in a newline: still one line
     data = photo.find(b"mdat") + 4
     damaged_photo.write_bytes(photo[:data] + b"\x5a" + photo[data + 1:])  # the first NAL unit far too long
-    empty = tmp / "empty.avi"
-    with av.open(str(empty), "w", format="avi") as container:  # a video stream, no frame
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
-        container.start_encoding()
+    empty = frameless_video(tmp / "empty.avi")
     blocked = tmp / "blocked"
     blocked.write_text("a file where the output folder should be")
     tall = tmp / "tall.png"
@@ -801,6 +806,65 @@ def test_images_of_every_mode_and_a_folder(stylize, clips, tmp_path):
                      "scan_stylized_style.jpg", "web_stylized_style.jpg"]
     # Shorter side resized to --content_size 32: 40×30 → 42×32 (the first image; the second would give 40×32).
     assert all(Image.open(tmp_path / "o" / n).size == (42, 32) for n in names)
+
+
+def test_a_bad_input_among_several_costs_its_own_outputs_only(stylize, clips, tmp_path):
+    """Hours of a folder's work do not end at one unusable file: it is skipped with its reason, the others are
+    stylized, and the run ends with exit 1 naming what was not made."""
+    folder, out = tmp_path / "content", tmp_path / "o"
+    folder.mkdir()
+    Image.fromarray(pattern(1, 40, 30)).save(folder / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "tiny.png")
+    frameless_video(folder / "empty.avi")
+    os.symlink(clips["paths"]["main"], folder / "clip.mp4")
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--content_size", "0", "--output", out)
+    assert code == 1
+    assert sorted(os.listdir(out)) == ["a_stylized_style.jpg", "clip_stylized_style.mp4"]
+    skipped = [line for line in lines if line.startswith("skipping")]
+    assert skipped == [f"skipping {out / 'empty_stylized_style.mp4'}: {folder / 'empty.avi'}: a video without "
+                       "any decodable frame (empty)",
+                       f"skipping {out / 'tiny_stylized_style.jpg'}: content {folder / 'tiny.png'}: 8x8 is too "
+                       "small; the encoder needs at least 9x9 pixels"]
+    assert lines[-1] == (f"error: 2 of 4 output(s) not made: {out / 'empty_stylized_style.mp4'}, "
+                         f"{out / 'tiny_stylized_style.jpg'}")
+
+
+def test_skip_existing_resumes_an_interrupted_run(stylize, clips, tmp_path):
+    folder, out = tmp_path / "content", tmp_path / "o"
+    folder.mkdir()
+    for seed in (1, 2, 3):
+        Image.fromarray(pattern(seed, 40, 30)).save(folder / f"{seed}.png")
+    out.mkdir()
+    (out / "1_stylized_style.jpg").write_bytes(b"made before")
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", out, "--content_size", "32",
+                          "--skip_existing")
+    assert code == 0 and lines[0] == "--skip_existing: 1 of 3 output(s) exist and are kept", lines
+    assert (out / "1_stylized_style.jpg").read_bytes() == b"made before"
+    assert sorted(os.listdir(out)) == ["1_stylized_style.jpg", "2_stylized_style.jpg", "3_stylized_style.jpg"]
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", out, "--content_size", "32")
+    assert code == 0 and Image.open(out / "1_stylized_style.jpg").size == (42, 32)  # without the flag: made again
+
+
+@needs_mpi
+def test_mpirun_ranks_share_a_folder_and_a_bad_input_ends_no_others_work(weight_files, clips, tmp_path):
+    """Each rank makes every other output. Rank 1's one input is unusable and it is done at once, while rank 0
+    still stylizes a video for seconds: mpirun ends the whole job when a rank exits with an error, but that exit
+    comes after Jittor's MPI_Finalize, which waits for every rank."""
+    folder, out = tmp_path / "content", tmp_path / "o"
+    folder.mkdir()
+    Image.fromarray(pattern(1, 40, 30)).save(folder / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "b.png")
+    make_clip(str(folder / "c.mp4"), 192, 144, frames=16)
+    vgg, decoder, mcc = weight_files
+    result = mpirun(2, "test_video.py", "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc,
+                    "--content_dir", folder, "--style", clips["style"], "--content_size", "0", "--output", out,
+                    timeout=180)
+    assert result.returncode != 0
+    assert sorted(os.listdir(out)) == ["a_stylized_style.jpg", "c_stylized_style.mp4"], result.stderr
+    made = sorted(line.split(" -> ")[0] for line in result.stderr.splitlines() if " -> " in line)
+    assert made == [str(folder / "a.png"), str(folder / "c.mp4")], result.stderr  # each by one rank
+    error = f"error: 1 of 1 output(s) not made: {out / 'b_stylized_style.jpg'}"
+    assert result.stderr.index(error) < result.stderr.index(f"{folder / 'c.mp4'} -> "), result.stderr  # rank 1 first
 
 
 def test_inputs_that_share_a_name_get_distinct_outputs(stylize, clips, tmp_path):
