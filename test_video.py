@@ -412,6 +412,8 @@ def main(argv=None):
     mine = share_of_this_rank(outputs)
     if args.skip_existing:
         mine = without_existing(mine)
+    if not mine:  # all made before (--skip_existing), or more ranks than outputs
+        return
     stylizer = Stylizer(load_models(args), args.alpha, weights_, args.half)
     not_made, damaged = [], []
     for (content_path, kind, group), out_path in mine.items():

@@ -841,6 +841,8 @@ def test_skip_existing_resumes_an_interrupted_run(stylize, clips, tmp_path):
     assert code == 0 and lines[0] == "--skip_existing: 1 of 3 output(s) exist and are kept", lines
     assert (out / "1_stylized_style.jpg").read_bytes() == b"made before"
     assert sorted(os.listdir(out)) == ["1_stylized_style.jpg", "2_stylized_style.jpg", "3_stylized_style.jpg"]
+    code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", out, "--skip_existing")
+    assert code == 0 and lines == ["--skip_existing: 3 of 3 output(s) exist and are kept"]
     code, lines = stylize("--content_dir", folder, "--style", clips["style"], "--output", out, "--content_size", "32")
     assert code == 0 and Image.open(out / "1_stylized_style.jpg").size == (42, 32)  # without the flag: made again
 
