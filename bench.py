@@ -56,13 +56,13 @@ SETTINGS = {
 def medians_in_turns(runs, repeat, warmup=2):
     """Median wall-clock seconds of each callable in `runs`, which are called in turns."""
     for _ in range(warmup):
-        for run in runs.values():
-            run()
+        for call in runs.values():
+            call()
     times = {name: [] for name in runs}
     for _ in range(repeat):
-        for name, run in runs.items():
+        for name, call in runs.items():
             start = time.perf_counter()
-            run()
+            call()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 

@@ -120,8 +120,8 @@ def toolkit_home(nvcc):
 
 def library_folders(home):
     """Where the toolkit in `home` keeps its libraries: lib64, lib (pip's CUDA), targets/<platform>/lib."""
-    return [os.path.join(home, "lib64"), os.path.join(home, "lib")] + glob.glob(os.path.join(home, "targets", "*",
-                                                                                              "lib"))
+    targets = glob.glob(os.path.join(home, "targets", "*", "lib"))
+    return [os.path.join(home, "lib64"), os.path.join(home, "lib")] + targets
 
 
 def _found(folders, pattern):
