@@ -63,9 +63,11 @@ COLUMNS = ("warping_error", "frame_difference_pixels", "frame_difference_relu4_1
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--content", required=True, help="the input video that was stylized")
+    parser.add_argument("--content", required=True,
+                        help="the input video that was stylized: a video file or an image sequence (frames/%%05d.png)")
     parser.add_argument("--stylized", required=True, action="append",
-                        help="a stylized video of --content; give it several times to compare")
+                        help="a stylized video of --content (a file or an image sequence, such as test_video.py "
+                             "--save_frames writes); give it several times to compare")
     parser.add_argument("--style", help="the style image, for the style loss (left out without it)")
     parser.add_argument("--output", help="folder for the report (default: output/<first stylized name>_evaluation)")
     parser.add_argument("--vgg_path", "--vgg", default=download_weights.DEFAULT_PATHS[0],
@@ -85,8 +87,7 @@ def parse_args(argv=None):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} {getattr(args, flag)}: must be at least 1")
     if args.output is None:
-        stem = os.path.splitext(os.path.basename(args.stylized[0]))[0]
-        args.output = os.path.join("output", f"{stem}_evaluation")
+        args.output = os.path.join("output", f"{video.media_name(args.stylized[0])}_evaluation")
     return args
 
 
@@ -94,7 +95,7 @@ def parse_args(argv=None):
 
 def video_facts(path, flag, max_pixels):
     """(frame count, width, height) of an upright video (`count_frames`, its first frame)."""
-    if video.probe(regular_file(path, flag)) != "video":
+    if video.probe(video.existing_input(path, flag)) != "video":
         raise UserError(f"{flag} {path}: not a video that can be read")
     with contextlib.closing(video.open_video(path, max_pixels)) as reader:
         count = reader.count_frames()
@@ -414,12 +415,17 @@ def row_names(n_stylized):
     return ["input"] + [f"stylized {i}" for i in range(1, n_stylized + 1)]
 
 
+def shown_name(path):
+    """A video's name in a legend: its file name, or an image sequence's folder and pattern (bear/%05d.png)."""
+    return os.path.join(*path.split(os.sep)[-2:]) if video.is_image_sequence(path) else os.path.basename(path)
+
+
 def write_report(folder, data, tracks, pictures):
     # Jittor's fast-math code switches on flush-to-zero in this process; numpy then warns,
     # harmlessly, when matplotlib asks for float64's smallest subnormal.
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
     names = row_names(len(tracks) - 1)
-    legend = ["input"] + [f"{name}: {os.path.basename(track.name)}" for name, track in zip(names[1:], tracks[1:])]
+    legend = ["input"] + [f"{name}: {shown_name(track.name)}" for name, track in zip(names[1:], tracks[1:])]
     files = {"report.json": json.dumps(data, indent=1).encode(),
              "strip.png": strip_picture(pictures, names),
              "heatmaps.png": heatmap_picture(pictures, names),

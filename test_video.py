@@ -10,6 +10,7 @@ grow with the video's length. An input that cannot be used costs its own outputs
 at the end); under `mpirun -np N` each process makes every N-th output.
 """
 import contextlib
+import fractions
 import itertools
 import math
 import os
@@ -27,13 +28,14 @@ import jittor as jt
 import net
 import transformer
 import video
-from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, regular_file, run,
-                 write_atomically, writable_folder)
+from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, run, write_atomically,
+                 writable_folder)
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
 # several large frames is slower than one frame after another, and its memory grows with its pixels.
 DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
+MAX_FRAME_RATE = 1000  # frames/s that --frame_rate may give an image sequence: beyond what cameras record
 # What a user can do about an image that is above --max_pixels once resized by the size flags.
 RESIZED_TOO_LARGE = "(--max_pixels raises it; --content_size/--style_size shrink it)"
 
@@ -43,7 +45,8 @@ def parse_args(argv=None):
     content = parser.add_argument_group("content (one of)")
     content.add_argument("--content", "--video", dest="content",
                          help="a content image or video file (any format FFmpeg or PIL reads, recognised "
-                              "by its content); several, comma-separated, are each stylized")
+                              "by its content), or an image sequence such as frames/%%05d.png; several, "
+                              "comma-separated, are each stylized")
     content.add_argument("--content_dir", help="a folder of content images and videos")
     style = parser.add_argument_group("style (one of)")
     style.add_argument("--style", help="a style image; several, comma-separated, are blended with "
@@ -72,6 +75,9 @@ def parse_args(argv=None):
     parser.add_argument("--crop", action="store_true", help="centre-crop content and style to squares of their size")
     parser.add_argument("--save_ext", default=".jpg", choices=(".jpg", ".png"),
                         help="image format of stylized images and --save_frames (.png is lossless)")
+    parser.add_argument("--frame_rate", type=fractions.Fraction, default=None,
+                        help=f"frames per second of an image-sequence --content, such as 24 or 24000/1001 (default "
+                             f"{video.DEFAULT_RATE}, as FFmpeg's); a video file keeps its own timing")
     parser.add_argument("--batch_size", type=int, default=None,
                         help=f"video frames per forward pass (default: up to {DEFAULT_BATCH}, as many as fit in "
                              "1280x720 pixels; more are no faster on the CPU and take more memory)")
@@ -100,6 +106,8 @@ def check_args(args):
         raise UserError(f"--alpha {args.alpha}: must be within [0, 1]")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.frame_rate is not None and not 0 < args.frame_rate <= MAX_FRAME_RATE:
+        raise UserError(f"--frame_rate {args.frame_rate}: must be above 0 and at most {MAX_FRAME_RATE}")
     if args.max_pixels < net.MIN_SIDE ** 2:
         raise UserError(f"--max_pixels {args.max_pixels}: must be at least {net.MIN_SIDE ** 2}")
     for flag in ("content_size", "style_size"):
@@ -125,7 +133,7 @@ def media_files(path, folder, what):
     for p in paths:
         if os.path.isdir(p):
             raise UserError(f"--{what} {p}: a folder; give a folder of inputs with --{what}_dir")
-    return [regular_file(p, f"--{what}") for p in paths]
+    return [video.existing_input(p, f"--{what}") for p in paths]
 
 
 def kinds_of(files, what, from_folder):
@@ -171,9 +179,9 @@ def style_groups(args):
 
 
 def short_names(paths):
-    """A name per file for output names: its stem, or stem_extension where two files share a stem."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    return {p: s if stems.count(s) == 1 else os.path.basename(p).replace(".", "_") for p, s in zip(paths, stems)}
+    """A name per input for output names (`video.media_name`), qualified where two inputs share a name."""
+    names = [video.media_name(p) for p in paths]
+    return {p: name if names.count(name) == 1 else video.media_name(p, qualified=True) for p, name in zip(paths, names)}
 
 
 def plan_outputs(contents, groups, args):
@@ -207,6 +215,15 @@ def without_existing(outputs):
         print(f"--skip_existing: {len(outputs) - len(remaining)} of {len(outputs)} output(s) exist and are kept",
               file=sys.stderr)
     return remaining
+
+
+def share_of_this_rank(outputs):
+    """Under `mpirun -np N`, every N-th planned output from this rank's number on (N GPUs stylize a folder N times
+    as fast); all of them in one process. Shared before --skip_existing looks at the disk, which the other ranks
+    are already writing to: every rank shares the same plan."""
+    if not jt.in_mpi:
+        return outputs
+    return dict(list(outputs.items())[jt.rank::jt.world_size])
 
 
 def read_picture(path, what, max_pixels):
@@ -345,7 +362,8 @@ class VideoResult:
 def stylize_video(content_path, style_paths, out_path, stylizer, args):
     """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
-    with contextlib.closing(video.open_video(content_path, args.max_pixels)) as reader:
+    rate = args.frame_rate or video.DEFAULT_RATE
+    with contextlib.closing(video.open_video(content_path, args.max_pixels, rate)) as reader:
         what = f"content {content_path}"
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)
@@ -398,6 +416,19 @@ def batched(items, size):
         yield batch
 
 
+def stylize_pair(content_path, kind, style_paths, out_path, stylizer, args):
+    """Stylize one content file with one style group into `out_path`; returns why a video seems damaged, or None."""
+    if kind == "image":
+        stylize_image(content_path, style_paths, out_path, stylizer, args)
+        return None
+    result = stylize_video(content_path, style_paths, out_path, stylizer, args)
+    print(f"{content_path} -> {out_path}: {result.summary()}", file=sys.stderr)
+    if result.problem:
+        print(f"WARNING: {content_path} is damaged: {result.frames} frames decoded ({result.problem})",
+              file=sys.stderr)
+    return result.problem
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
@@ -407,6 +438,8 @@ def main(argv=None):
                         "without it the CPU computes in float32")
     contents = kinds_of(media_files(args.content, args.content_dir, "content"), "content",
                         from_folder=bool(args.content_dir))
+    if args.frame_rate is not None and not any(video.is_image_sequence(path) for path, _ in contents):
+        raise UserError("--frame_rate times an image sequence (--content frames/%05d.png); a video file keeps its own")
     groups, weights_ = style_groups(args)
     writable_folder(args.output, "output")
     outputs = plan_outputs(contents, groups, args)
@@ -433,29 +466,6 @@ def main(argv=None):
         problems.append(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(damaged)}")
     if problems:
         raise UserError("; ".join(problems))
-
-
-def share_of_this_rank(outputs):
-    """Under `mpirun -np N`, every N-th planned output from this rank's number on (N GPUs stylize a folder N times
-    as fast); all of them in one process. Shared before --skip_existing looks at the disk, which the other ranks
-    are already writing to: every rank shares the same plan."""
-    if not jt.in_mpi:
-        return outputs
-    return dict(list(outputs.items())[jt.rank::jt.world_size])
-
-
-
-def stylize_pair(content_path, kind, style_paths, out_path, stylizer, args):
-    """Stylize one content file with one style group into `out_path`; returns why a video seems damaged, or None."""
-    if kind == "image":
-        stylize_image(content_path, style_paths, out_path, stylizer, args)
-        return None
-    result = stylize_video(content_path, style_paths, out_path, stylizer, args)
-    print(f"{content_path} -> {out_path}: {result.summary()}", file=sys.stderr)
-    if result.problem:
-        print(f"WARNING: {content_path} is damaged: {result.frames} frames decoded ({result.problem})",
-              file=sys.stderr)
-    return result.problem
 
 
 if __name__ == "__main__":

@@ -17,12 +17,15 @@ input file and interleaved by time: copied when MP4 can hold its codec, otherwis
 AAC; its damaged packets are skipped too.
 """
 import fractions
+import os
+import re
 
 import av
 import numpy as np
 from PIL import Image
 
 import transformer
+from cli import UserError, existing_folder, regular_file
 
 CRF = 18  # x264 constant quality: visually lossless for most content, ~1-3 Mbit/s at 360p
 PRESET = "medium"
@@ -30,7 +33,9 @@ AUDIO_COPY_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}  # what MP4 carries as
 # The sample rates FFmpeg's AAC encoder takes: sound at another (a 192 kHz recording, 37.8 kHz) is resampled
 # to the nearest of them.
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-DEFAULT_RATE = fractions.Fraction(25)
+DEFAULT_RATE = fractions.Fraction(25)  # FFmpeg's for what gives no rate: an image sequence, an animated WebP
+# The number in the name of an image sequence's pictures, as FFmpeg and OpenCV write it: frames/%05d.png.
+NUMBER_FIELD = re.compile(r"%(?:0\d+)?d")
 # Tags of the input file that describe its container, not its content: the output's own muxer writes them.
 CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
 # The colour matrices (FFmpeg's numbers) that swscale converts RGB into YUV with: BT.709, FCC, BT.601 (as
@@ -47,14 +52,60 @@ ANIMATED_PICTURES = {"GIF", "PNG", "WEBP", "FLI", "AVIF"}
 DEINTERLACE = "mode=send_frame:parity=auto:deint=interlaced"
 
 
+def is_image_sequence(path):
+    """Whether `path` names numbered pictures (`frames/%05d.png`: one number field in the file name, as FFmpeg
+    and OpenCV take image sequences) rather than a file. A file of that name is a file."""
+    name = os.path.basename(path)
+    return not os.path.exists(path) and len(NUMBER_FIELD.findall(name)) == 1 and name.count("%") == 1
+
+
+def sequence_files(pattern):
+    """The pictures that `pattern` numbers (`is_image_sequence`), in the order of their numbers (frame_10.png
+    after frame_9.png; a name the pattern does not write, such as frame_010.png for frame_%d.png, is not one)."""
+    folder, name = os.path.split(pattern)
+    before, after = NUMBER_FIELD.split(name)
+    numbered = re.compile(re.escape(before) + r"(\d+)" + re.escape(after))
+    found = []
+    for entry in os.listdir(folder or "."):
+        match = numbered.fullmatch(entry)
+        if match and name % int(match.group(1)) == entry and os.path.isfile(os.path.join(folder, entry)):
+            found.append((int(match.group(1)), os.path.join(folder, entry)))
+    return [path for _, path in sorted(found)]
+
+
+def existing_input(path, flag):
+    """`path` if it is a file that can be read, or an image sequence with a picture at least; else a UserError."""
+    if not is_image_sequence(path):
+        return regular_file(path, flag)
+    existing_folder(os.path.dirname(path) or ".", f"{flag} {path}")
+    if not sequence_files(path):
+        raise UserError(f"{flag} {path}: no picture in {os.path.dirname(path) or '.'} is numbered by this pattern")
+    return path
+
+
+def media_name(path, qualified=False):
+    """A name for what `path` holds, for the names of outputs: a file's stem, an image sequence's folder name
+    (frames/%05d.png: frames). `qualified`, to tell apart two of the same name: the file's name with its
+    extension (clip_mp4), the sequence's folder with the one above it (clean_alley_1)."""
+    if is_image_sequence(path):
+        folders = os.path.abspath(os.path.dirname(path)).split(os.sep)
+        return "_".join(folders[-2:]) if qualified else folders[-1]
+    name = os.path.basename(path)
+    return name.replace(".", "_") if qualified else os.path.splitext(name)[0]
+
+
 def probe(path):
     """'image' or 'video' by the file's content (never its name), or None for neither.
+
+    An image sequence (`is_image_sequence`) is a video when it numbers a picture at least.
 
     A picture is an image, whatever its size (the pixel limit is checked when it is loaded), unless it is
     animated (`ANIMATED_PICTURES`): the further images of a phone's JPEG (an HDR gain map, a depth map, in
     MPO's format), of a multi-page TIFF or of a layered PSD are not frames. An animated GIF or WebP and
     anything FFmpeg finds a video stream in is a video.
     """
+    if is_image_sequence(path):
+        return "video" if sequence_files(path) else None
     picture, frames = transformer.picture_format(path)
     if frames == 1 or (frames > 1 and picture not in ANIMATED_PICTURES):
         return "image"
@@ -83,9 +134,12 @@ def demux(container, *streams):
         return
 
 
-def open_video(path, max_pixels=transformer.MAX_PIXELS):
-    """A reader of the video at `path`, to `close`: FFmpeg's (`VideoReader`), or for an animated WebP, which
-    FFmpeg (8.1) does not decode, PIL's (`AnimatedWebP`, which checks `max_pixels` before it decodes)."""
+def open_video(path, max_pixels=transformer.MAX_PIXELS, sequence_rate=DEFAULT_RATE):
+    """A reader of the video at `path`, to `close`: FFmpeg's (`VideoReader`), or PIL's for an animated WebP,
+    which FFmpeg (8.1) does not decode (`AnimatedWebP`), and for an image sequence at `sequence_rate` frames/s
+    (`ImageSequence`); these two check `max_pixels` before they decode."""
+    if is_image_sequence(path):
+        return ImageSequence(path, max_pixels, sequence_rate)
     return AnimatedWebP(path, max_pixels) if transformer.picture_format(path)[0] == "WEBP" else VideoReader(path)
 
 
@@ -342,6 +396,49 @@ class AnimatedWebP:
 
     def close(self):
         self.image.close()
+
+
+class ImageSequence:
+    """Numbered pictures (`is_image_sequence`) read as a video's frames, one every 1/rate s in the order of their
+    numbers (a gap in the numbering, as in a sequence of every other frame, is none in time): each as an image input is read (`transformer.load_image`: upright, in sRGB), those of another size
+    than the first scaled to it, as `VideoReader` scales joined recordings. A picture that cannot be read costs
+    its own frame, as a damaged packet does; its time stays empty. No sound, no tags, square pixels."""
+    start, audio_index, colour, pixel_aspect, video, metadata = 0, None, (UNTAGGED,) * 3, None, None, {}
+
+    def __init__(self, pattern, max_pixels, rate=DEFAULT_RATE):
+        self.path, self.max_pixels = pattern, max_pixels
+        self.files = sequence_files(pattern)
+        self.frames_expected = len(self.files)
+        self.rate = fractions.Fraction(rate)
+        self.time_base = 1 / self.rate
+        self.rescaled = 0
+        self.problem = None
+
+    def count_frames(self):
+        """How many pictures can be read (each is decoded to know)."""
+        return sum(1 for _ in self.frames())
+
+    def frames(self):
+        size, unreadable = None, []
+        for index, path in enumerate(self.files):
+            try:
+                image = transformer.load_image(path, self.max_pixels)
+            except transformer.DAMAGED_PICTURE_ERRORS as error:  # TooLarge among them
+                unreadable.append(f"{path}: {error}")
+                continue
+            if size is None:
+                size = image.size
+            elif image.size != size:
+                image, self.rescaled = image.resize(size, Image.BILINEAR), self.rescaled + 1
+            yield np.asarray(image), index
+        if unreadable:
+            self.problem = f"{len(unreadable)} of {len(self.files)} picture(s) cannot be read; {unreadable[0]}"
+
+    def notes(self):
+        return f"{self.rescaled} picture(s) of another size scaled to the first's" if self.rescaled else None
+
+    def close(self):
+        pass
 
 
 class Deinterlacer:

@@ -14,6 +14,7 @@ from clips import make_clip, remuxed, shifted
 import cli
 from cli import UserError
 import test_video
+import video
 from conftest import run_script
 
 SHIFT = (2, 1)  # the synthetic camera pan, pixels per frame (dx, dy)
@@ -174,6 +175,29 @@ def test_several_stylized_videos_side_by_side(stylized_clip, tmp_path):
     identical = report["stylized"][1]["mean"]  # the input "stylized" as itself
     assert identical["frame_difference_pixels"] == 0 and identical["content_loss"] < 1e-6
     assert identical["warping_error"] == pytest.approx(report["input"]["mean"]["warping_error"])
+
+
+def test_image_sequences_are_evaluated_as_the_videos_of_their_pictures(stylized_clip, tmp_path):
+    """Other methods leave their results as numbered pictures (as test_video.py --save_frames does): the same frames
+    as pictures give the same report as in a video file."""
+    sequences = {}
+    for name in ("content", "stylized"):
+        folder = tmp_path / f"{name}_frames"
+        folder.mkdir()
+        with video.VideoReader(stylized_clip[name]) as reader:
+            for k, (frame, _) in enumerate(reader.frames()):
+                Image.fromarray(frame).save(folder / f"{k:06d}.png")
+        sequences[name] = str(folder / "%06d.png")
+    evaluate.main(evaluate_args(stylized_clip, tmp_path / "files"))
+    args = evaluate_args(dict(stylized_clip, **sequences), tmp_path / "pictures")
+    evaluate.main(args)
+    files, pictures = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("files", "pictures"))
+    assert pictures["frames"] == files["frames"] == 6
+    for column in evaluate.COLUMNS:
+        np.testing.assert_allclose(as_floats(pictures["stylized"][0]["per_frame"][column]),
+                                   as_floats(files["stylized"][0]["per_frame"][column]), rtol=1e-6, err_msg=column)
+    args.remove("--output")
+    assert evaluate.parse_args(args[:-1]).output == os.path.join("output", "stylized_frames_evaluation")
 
 
 # ---------------------------------------------------------------- bad input

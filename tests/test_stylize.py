@@ -1,5 +1,6 @@
 """test_video.py (stylizing videos and images) end to end on clips the tests make, and every bad
 input it must survive."""
+import contextlib
 import fractions
 import io
 import itertools
@@ -213,6 +214,66 @@ def test_video_frames_equal_the_image_path(clips, stylized, stylize, tmp_path):
         assert image.shape == frame.shape == (50, 66, 3)
         close = np.abs(image - frame) <= 1
         assert close.mean() >= 0.999, f"frame {k}: {close.mean():.5f} of pixels within 1 level"
+
+
+def numbered_pictures(folder, numbers, name="%05d.png", size=(48, 40)):
+    """Pictures `pattern(number)` in `folder`, named as `name` numbers them; returns `folder/name`."""
+    folder.mkdir(exist_ok=True)
+    for number in numbers:
+        Image.fromarray(pattern(number, *size)).save(folder / (name % number))
+    return str(folder / name)
+
+
+def test_reader_reads_an_image_sequence_in_the_order_of_its_numbers(tmp_path):
+    """As FFmpeg and OpenCV number them: frame_10 after frame_9, frame_010 not one of frame_%d's. A gap in the
+    numbering (every other frame kept) is none in time; a picture of another size is scaled to the first's."""
+    folder = tmp_path / "bear"
+    sequence = numbered_pictures(folder, [8, 9, 10, 12], name="frame_%d.png")
+    Image.fromarray(pattern(11, 48, 40)).save(folder / "frame_011.png")
+    Image.fromarray(pattern(13, 48, 40)).save(folder / "frame_13.jpg")
+    Image.fromarray(pattern(14, 60, 50)).save(folder / "frame_14.png")
+    (folder / "notes.txt").write_text("not a picture")
+    assert video.probe(sequence) == "video" and video.media_name(sequence) == "bear"
+    with contextlib.closing(video.open_video(sequence, sequence_rate=fractions.Fraction(24000, 1001))) as reader:
+        frames = list(reader.frames())
+        assert reader.time_base == fractions.Fraction(1001, 24000) and reader.problem is None
+        assert reader.notes() == "1 picture(s) of another size scaled to the first's"
+    assert [pts for _, pts in frames] == [0, 1, 2, 3, 4]
+    for (frame, _), number in zip(frames, [8, 9, 10, 12]):
+        np.testing.assert_array_equal(frame, pattern(number, 48, 40))
+    assert frames[4][0].shape == (40, 48, 3)
+
+
+def test_an_image_sequence_is_stylized_as_a_video(stylize, clips, tmp_path):
+    """Frames/%05d.png at --frame_rate, named after its folder; frame k as the image path makes picture k."""
+    sequence = numbered_pictures(tmp_path / "bear", range(1, 7))
+    out = tmp_path / "o"
+    code, lines = stylize("--content", sequence, "--style", clips["style"], "--frame_rate", "24000/1001",
+                          "--output", out, "--save_frames", "--save_ext", ".png")
+    assert code == 0, lines
+    made = describe(str(out / "bear_stylized_style.mp4"))
+    assert len(made["frames"]) == 6 and made["size"] == (48, 40) and made["audio"] is None
+    assert made["times"] == [fractions.Fraction(1001, 24000) * k for k in range(6)]
+    pictures = [str(tmp_path / "bear" / f"{k:05d}.png") for k in (1, 4)]
+    code, lines = stylize("--content", ",".join(pictures), "--style", clips["style"], "--output", tmp_path / "images",
+                          "--content_size", "0", "--save_ext", ".png")
+    assert code == 0, lines
+    for k, number in ((0, 1), (3, 4)):
+        image = np.asarray(Image.open(tmp_path / "images" / f"{number:05d}_stylized_style.png"), dtype=int)
+        frame = np.asarray(Image.open(out / "bear_stylized_style_frames" / f"{k:06d}.png"), dtype=int)
+        assert (np.abs(image - frame) <= 1).mean() >= 0.999
+
+
+def test_a_picture_of_a_sequence_that_cannot_be_read_costs_its_own_frame(stylize, clips, tmp_path):
+    """As a damaged packet of a video: a warning, exit 1, and its time left empty in the stylized video."""
+    sequence = numbered_pictures(tmp_path / "seq", range(5))
+    damaged = tmp_path / "seq" / "00002.png"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    code, lines = stylize("--content", sequence, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1
+    assert any(line.startswith(f"WARNING: {sequence} is damaged: 4 frames decoded (1 of 5 picture(s) cannot be "
+                               f"read; {damaged}: ") for line in lines), lines
+    assert describe(str(tmp_path / "o" / "seq_stylized_style.mp4"))["times"] == [fractions.Fraction(k, 25) for k in (0, 1, 3, 4)]
 
 
 @pytest.mark.parametrize("container,codec,audio,name", [
@@ -678,6 +739,16 @@ def bad_input_cases(clips, tmp):
                              f"--output {blocked}: a file, not a folder"),
         "style is a video": (["--content", main, "--style", main], "a style must be an image"),
         "unknown flag": (["--content", main, "--style", style, "--colour"], "unrecognized arguments: --colour"),
+        "sequence without pictures": (["--content", tmp / "%05d.png", "--style", style],
+                                      f"--content {tmp / '%05d.png'}: no picture in {tmp} is numbered by this pattern"),
+        "sequence in a missing folder": (["--content", tmp / "none" / "%05d.png", "--style", style],
+                                         "none/%05d.png: no such folder"),
+        "frame rate of a video": (["--content", main, "--style", style, "--frame_rate", "24"],
+                                  "--frame_rate times an image sequence"),
+        "frame rate zero": (["--content", main, "--style", style, "--frame_rate", "0"],
+                            "--frame_rate 0: must be above 0 and at most 1000"),
+        "frame rate not a number": (["--content", main, "--style", style, "--frame_rate", "fast"],
+                                    "--frame_rate: invalid Fraction value: 'fast'"),
         "style too large": (["--content", tall, "--style", style, "--content_size", "0", "--max_pixels", "20000"],
                             "style " + style + ": the image resized to a shorter side of 300 is 400x300 = 120,000 "
                             "pixels, above the limit of 20,000 (--max_pixels raises it; --content_size/--style_size "
@@ -689,7 +760,8 @@ CASES = ["missing content", "missing style", "content is a folder", "content_dir
          "neither image nor video", "truncated picture", "truncated HEIF photo", "damaged HEIF photo",
          "video without frames", "too small", "alpha", "alpha nan", "batch size",
          "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video",
-         "unknown flag", "style too large"]
+         "unknown flag", "style too large", "sequence without pictures", "sequence in a missing folder",
+         "frame rate of a video", "frame rate zero", "frame rate not a number"]
 
 
 @pytest.mark.parametrize("case", CASES)
