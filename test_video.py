@@ -85,7 +85,8 @@ def parse_args(argv=None):
                         help="keep outputs that already exist instead of making them again, to resume an interrupted "
                              "run (outputs are written whole or not at all: one that exists is complete)")
     parser.add_argument("--save_frames", action="store_true",
-                        help="also write each stylized video frame as an image in <output>/<name>_frames/")
+                        help="also write each stylized video frame as an image in <output>/<name>_frames/: "
+                             "000000, 000001, …, or for an image sequence its pictures' names")
     parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
                         help=f"refuse images and frames larger than this many pixels (default "
                              f"{transformer.MAX_PIXELS:,} = 4096²; memory grows with it, see README)")
@@ -373,6 +374,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
         batch_size = frames_per_pass(height, width, args.batch_size, what)
         stylizer.set_styles(style_arrays(style_paths, height, transformer.image_to_array(first[0]), args))
         frames_dir = os.path.splitext(out_path)[0] + "_frames" if args.save_frames else None
+        sequence = video.is_image_sequence(content_path)  # its frames are saved under its pictures' names
         if frames_dir:
             os.makedirs(frames_dir, exist_ok=True)
         count = 0
@@ -386,7 +388,8 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
                     for (_, pts), stylized in zip(batch, stylizer([frame for frame, _ in batch])):
                         writer.write_frame(stylized, pts)
                         if frames_dir:
-                            save_image(stylized, os.path.join(frames_dir, f"{count:06d}{args.save_ext}"))
+                            name = reader.picture_name(pts) if sequence else f"{count:06d}"
+                            save_image(stylized, os.path.join(frames_dir, name + args.save_ext))
                         count += 1
                     progress.update(len(batch))
                 if reader.problem is None:  # read to its end: the frames a file announces may include hidden ones

@@ -400,9 +400,10 @@ class AnimatedWebP:
 
 class ImageSequence:
     """Numbered pictures (`is_image_sequence`) read as a video's frames, one every 1/rate s in the order of their
-    numbers (a gap in the numbering, as in a sequence of every other frame, is none in time): each as an image input is read (`transformer.load_image`: upright, in sRGB), those of another size
-    than the first scaled to it, as `VideoReader` scales joined recordings. A picture that cannot be read costs
-    its own frame, as a damaged packet does; its time stays empty. No sound, no tags, square pixels."""
+    numbers (a gap in the numbering, as in a sequence of every other frame, is none in time). Each is read as an
+    image input is (`transformer.load_image`: upright, in sRGB); one of another size than the first is scaled to
+    it, as `VideoReader` scales joined recordings. A picture that cannot be read costs its own frame, as a
+    damaged packet does; its time stays empty. No sound, no tags, square pixels."""
     start, audio_index, colour, pixel_aspect, video, metadata = 0, None, (UNTAGGED,) * 3, None, None, {}
 
     def __init__(self, pattern, max_pixels, rate=DEFAULT_RATE):
@@ -433,6 +434,11 @@ class ImageSequence:
             yield np.asarray(image), index
         if unreadable:
             self.problem = f"{len(unreadable)} of {len(self.files)} picture(s) cannot be read; {unreadable[0]}"
+
+    def picture_name(self, pts):
+        """The name, less its extension, of the picture shown at `pts` (frame_0001 of frame_0001.png): a
+        dataset's flows and masks go by those names (Sintel's frame_0001.flo)."""
+        return os.path.splitext(os.path.basename(self.files[pts]))[0]
 
     def notes(self):
         return f"{self.rescaled} picture(s) of another size scaled to the first's" if self.rescaled else None

@@ -245,7 +245,8 @@ def test_reader_reads_an_image_sequence_in_the_order_of_its_numbers(tmp_path):
 
 
 def test_an_image_sequence_is_stylized_as_a_video(stylize, clips, tmp_path):
-    """Frames/%05d.png at --frame_rate, named after its folder; frame k as the image path makes picture k."""
+    """bear/%05d.png at --frame_rate, named after its folder; each frame as the image path makes its picture,
+    saved under the picture's name."""
     sequence = numbered_pictures(tmp_path / "bear", range(1, 7))
     out = tmp_path / "o"
     code, lines = stylize("--content", sequence, "--style", clips["style"], "--frame_rate", "24000/1001",
@@ -258,9 +259,10 @@ def test_an_image_sequence_is_stylized_as_a_video(stylize, clips, tmp_path):
     code, lines = stylize("--content", ",".join(pictures), "--style", clips["style"], "--output", tmp_path / "images",
                           "--content_size", "0", "--save_ext", ".png")
     assert code == 0, lines
-    for k, number in ((0, 1), (3, 4)):
+    assert sorted(os.listdir(out / "bear_stylized_style_frames")) == [f"{number:05d}.png" for number in range(1, 7)]
+    for number in (1, 4):
         image = np.asarray(Image.open(tmp_path / "images" / f"{number:05d}_stylized_style.png"), dtype=int)
-        frame = np.asarray(Image.open(out / "bear_stylized_style_frames" / f"{k:06d}.png"), dtype=int)
+        frame = np.asarray(Image.open(out / "bear_stylized_style_frames" / f"{number:05d}.png"), dtype=int)
         assert (np.abs(image - frame) <= 1).mean() >= 0.999
 
 
@@ -269,11 +271,15 @@ def test_a_picture_of_a_sequence_that_cannot_be_read_costs_its_own_frame(stylize
     sequence = numbered_pictures(tmp_path / "seq", range(5))
     damaged = tmp_path / "seq" / "00002.png"
     damaged.write_bytes(damaged.read_bytes()[:100])
-    code, lines = stylize("--content", sequence, "--style", clips["style"], "--output", tmp_path / "o")
+    code, lines = stylize("--content", sequence, "--style", clips["style"], "--output", tmp_path / "o",
+                          "--save_frames")
     assert code == 1
+    assert sorted(os.listdir(tmp_path / "o" / "seq_stylized_style_frames")) == [
+        "00000.jpg", "00001.jpg", "00003.jpg", "00004.jpg"]
     assert any(line.startswith(f"WARNING: {sequence} is damaged: 4 frames decoded (1 of 5 picture(s) cannot be "
                                f"read; {damaged}: ") for line in lines), lines
-    assert describe(str(tmp_path / "o" / "seq_stylized_style.mp4"))["times"] == [fractions.Fraction(k, 25) for k in (0, 1, 3, 4)]
+    times = describe(str(tmp_path / "o" / "seq_stylized_style.mp4"))["times"]
+    assert times == [fractions.Fraction(k, 25) for k in (0, 1, 3, 4)]
 
 
 @pytest.mark.parametrize("container,codec,audio,name", [
