@@ -432,6 +432,29 @@ def stylize_pair(content_path, kind, style_paths, out_path, stylizer, args):
     return result.problem
 
 
+def make_outputs(outputs, stylizer, args, only_one):
+    """Stylize every planned pair. An input that cannot be used costs its own outputs (a `skipping` line; the
+    error itself where it is the run's only output); the run then ends with a UserError naming what is missing,
+    and the damaged videos (stylized as far as they decode)."""
+    not_made, damaged = [], []
+    for (content_path, kind, group), out_path in outputs.items():
+        try:
+            problem = stylize_pair(content_path, kind, group, out_path, stylizer, args)
+        except InputError as error:
+            if only_one:
+                raise
+            print(f"skipping {out_path}: {error}", file=sys.stderr)
+            not_made.append(out_path)
+            continue
+        if problem and content_path not in damaged:  # once, whatever the number of styles
+            damaged.append(content_path)
+    problems = [f"{len(not_made)} of {len(outputs)} output(s) not made: {', '.join(not_made)}"] if not_made else []
+    if damaged:
+        problems.append(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(damaged)}")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
@@ -452,23 +475,7 @@ def main(argv=None):
     if not mine:  # all made before (--skip_existing), or more ranks than outputs
         return
     stylizer = Stylizer(load_models(args), args.alpha, weights_, args.half)
-    not_made, damaged = [], []
-    for (content_path, kind, group), out_path in mine.items():
-        try:
-            problem = stylize_pair(content_path, kind, group, out_path, stylizer, args)
-        except InputError as error:
-            if len(outputs) == 1:
-                raise
-            print(f"skipping {out_path}: {error}", file=sys.stderr)
-            not_made.append(out_path)
-            continue
-        if problem and content_path not in damaged:  # once, whatever the number of styles
-            damaged.append(content_path)
-    problems = [f"{len(not_made)} of {len(mine)} output(s) not made: {', '.join(not_made)}"] if not_made else []
-    if damaged:
-        problems.append(f"{len(damaged)} damaged video(s), stylized as far as they decode: {', '.join(damaged)}")
-    if problems:
-        raise UserError("; ".join(problems))
+    make_outputs(mine, stylizer, args, only_one=len(outputs) == 1)
 
 
 if __name__ == "__main__":
