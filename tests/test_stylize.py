@@ -960,6 +960,17 @@ def test_inputs_that_share_a_name_get_distinct_outputs(stylize, clips, tmp_path)
     assert not np.array_equal(*outputs.values())
 
 
+def test_image_sequences_of_one_folder_name_get_distinct_outputs(stylize, clips, tmp_path):
+    """Sintel has clean/alley_1 and final/alley_1: named with the folder above theirs."""
+    sequences = [numbered_pictures(tmp_path / kind, range(1, 3), name="frame_%04d.png") for kind in ("clean", "final")]
+    sequences += [numbered_pictures(tmp_path / kind / "alley_1", range(1, 3), name="frame_%04d.png")
+                  for kind in ("clean", "final")]
+    code, lines = stylize("--content", ",".join(sequences), "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 0, lines
+    assert sorted(os.listdir(tmp_path / "o")) == ["clean_alley_1_stylized_style.mp4", "clean_stylized_style.mp4",
+                                                  "final_alley_1_stylized_style.mp4", "final_stylized_style.mp4"]
+
+
 def test_an_input_is_never_overwritten(stylize, clips, tmp_path):
     folder = tmp_path / "content"
     folder.mkdir()
