@@ -39,10 +39,12 @@ NUMBER_FIELD = re.compile(r"%(?:0\d+)?d")
 # Tags of the input file that describe its container, not its content: the output's own muxer writes them.
 CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
 # The colour matrices (FFmpeg's numbers) that swscale converts RGB into YUV with: BT.709, FCC, BT.601 (as
-# BT470BG and SMPTE170M), SMPTE240M, BT.2020. Others, among them "RGB" (an RGB video's, such as PNG in MOV),
-# do not describe yuv420p frames: the output's matrix is then left untagged.
+# BT470BG and SMPTE170M), SMPTE240M, BT.2020. Others do not describe yuv420p frames: the output's matrix is
+# then left untagged.
 YUV_MATRICES = {1, 4, 5, 6, 7, 9}
 UNTAGGED = 2
+BT709, SRGB_TRANSFER = 1, 13  # FFmpeg's numbers for BT.709 (matrix, primaries) and IEC 61966-2-1 (sRGB's curve)
+SRGB = (BT709, BT709, SRGB_TRANSFER)  # what pictures are (transformer.load_image makes them sRGB), as YUV
 # libvpx's decoders, which read the transparency that a WebM keeps beside its VP8 or VP9 frames (FFmpeg's own drop it).
 LIBVPX_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 # Picture formats (PIL's names) whose several images are the frames of an animation.
@@ -150,6 +152,19 @@ def video_streams(container):
             if not stream.disposition & av.stream.Disposition.attached_pic]
 
 
+def rgb_source_colour(primaries=UNTAGGED, transfer=UNTAGGED):
+    """The colour tags of frames that come as RGB (a GIF, PNG in MOV, QuickTime Animation): no YUV matrix to keep,
+    so the output gets BT.709's, tagged, with the source's primaries and transfer, else sRGB's. Untagged, a
+    player guesses BT.709 at HD sizes and BT.601 below, and the writer would convert with BT.601: at HD sizes
+    saturated colours would be shown up to 42 grey levels off."""
+    return BT709, BT709 if primaries == UNTAGGED else primaries, SRGB_TRANSFER if transfer == UNTAGGED else transfer
+
+
+def is_rgb_format(pix_fmt):
+    """Whether frames in FFmpeg's pixel format `pix_fmt` (None: not known) are RGB or palette colours."""
+    return pix_fmt is not None and (av.VideoFormat(pix_fmt).is_rgb or av.VideoFormat(pix_fmt).has_palette)
+
+
 def rgb_array(frame, width, height):
     """A decoded frame as an HWC uint8 RGB array of width × height. A video with transparency (ProRes 4444, PNG or
     QuickTime Animation in MOV, a GIF) has its transparent pixels laid over white, as pictures have
@@ -203,8 +218,11 @@ class VideoReader:
         self.start = self._start()
         # The colour matrix, primaries and transfer the stream is tagged with (FFmpeg's numbers, or UNTAGGED):
         # swscale turns its YUV into RGB with that matrix, and the writer must turn RGB back with the same.
+        # An RGB stream has none (`rgb_source_colour`).
         context = self.video.codec_context  # None where no codec reads the stream (a damaged header)
         self.colour = (context.colorspace, context.color_primaries, context.color_trc) if context else (UNTAGGED,) * 3
+        if context is not None and is_rgb_format(context.pix_fmt):
+            self.colour = rgb_source_colour(context.color_primaries, context.color_trc)
         # What decodes the stream's packets: the stream, or for a WebM with transparency ("alpha_mode" 1: a
         # sticker, an overlay) libvpx's decoder.
         self.decoder = self.video
@@ -366,8 +384,8 @@ class VideoReader:
 
 class AnimatedWebP:
     """The frames of an animated WebP, read by PIL, as `VideoReader` gives a video's: RGB (transparency over
-    white) timed in milliseconds, as the file times them; no sound, no colour tags, square pixels."""
-    time_base, start, audio_index, colour, pixel_aspect = fractions.Fraction(1, 1000), 0, None, (UNTAGGED,) * 3, None
+    white) timed in milliseconds, as the file times them; sRGB, no sound, square pixels."""
+    time_base, start, audio_index, colour, pixel_aspect = fractions.Fraction(1, 1000), 0, None, SRGB, None
     video, metadata = None, {}
 
     def __init__(self, path, max_pixels):
@@ -403,8 +421,8 @@ class ImageSequence:
     numbers (a gap in the numbering, as in a sequence of every other frame, is none in time). Each is read as an
     image input is (`transformer.load_image`: upright, in sRGB); one of another size than the first is scaled to
     it, as `VideoReader` scales joined recordings. A picture that cannot be read costs its own frame, as a
-    damaged packet does; its time stays empty. No sound, no tags, square pixels."""
-    start, audio_index, colour, pixel_aspect, video, metadata = 0, None, (UNTAGGED,) * 3, None, None, {}
+    damaged packet does; its time stays empty. sRGB, no sound, no tags, square pixels."""
+    start, audio_index, colour, pixel_aspect, video, metadata = 0, None, SRGB, None, None, {}
 
     def __init__(self, pattern, max_pixels, rate=DEFAULT_RATE):
         self.path, self.max_pixels = pattern, max_pixels

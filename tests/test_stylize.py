@@ -26,6 +26,7 @@ from conftest import REPO, mpirun, needs_mpi, run_script
 
 
 BT709 = (1, 1, 1)  # FFmpeg's numbers for its colour matrix, primaries and transfer: what HD cameras tag
+SRGB = (1, 1, 13)  # BT.709's matrix and primaries, sRGB's transfer: what RGB frames and pictures are written as
 WIDE, TALL = fractions.Fraction(4, 3), fractions.Fraction(3, 4)  # anamorphic pixels: width / height
 
 
@@ -126,16 +127,26 @@ def test_rotated_odd_variable_rate_anamorphic_video(clips, stylized):
     (dict(container="mp4", colour=(2, 2, 2)), (2, 2, 2)),
     (dict(container="mp4", colour=BT709), BT709),
     (dict(container="mp4", colour=(9, 9, 16)), (9, 9, 16)),
-    (dict(codec="png", pix_fmt="rgb24", container="mov"), (2, 2, 2)),  # tagged with the "RGB" matrix, 0
-], ids=["untagged", "BT.709", "BT.2020 PQ", "RGB video, PNG in MOV"])
+    (dict(codec="png", pix_fmt="rgb24", container="mov"), SRGB),  # tagged with the "RGB" matrix, 0
+    (dict(codec="qtrle", pix_fmt="argb", container="mov"), SRGB),  # untagged
+    (dict(codec="gif", pix_fmt="rgb8", container="gif"), SRGB),
+    (dict(codec="libwebp_anim", container="webp"), SRGB),
+    ("image sequence", SRGB),
+], ids=["untagged", "BT.709", "BT.2020 PQ", "PNG in MOV", "QuickTime Animation", "GIF", "animated WebP",
+        "image sequence"])
 def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour):
     """A player turns YUV into RGB with the matrix a video is tagged with (or, untagged, with a guess it makes
     for input and output alike): the output must be tagged as the input, and its frames converted to YUV with
     the matrix that the reader's were converted from YUV with. A wrong matrix shifts a saturated green by 10-13
-    grey levels on average. An RGB video's "RGB" matrix would have a player show Y, U and V as G, B and R."""
+    grey levels on average. Frames that come as RGB have no matrix to keep: the output is BT.709, tagged, as
+    sRGB pictures are (untagged, a player would guess the matrix by the size; an RGB video's "RGB" matrix would
+    have it show Y, U and V as G, B and R)."""
     source, output = str(tmp_path / "in"), tmp_path / "out.mp4"
-    make_clip(source, 128, 96, frames=3, audio=None, **clip)
-    with video.VideoReader(source) as reader, open(output, "wb") as file:
+    if clip == "image sequence":
+        source = numbered_pictures(tmp_path / "frames", range(3), size=(128, 96))
+    else:
+        make_clip(source, 128, 96, frames=3, audio=None, **clip)
+    with contextlib.closing(video.open_video(source)) as reader, open(output, "wb") as file:
         writer = video.VideoWriter(file, reader, 128, 96)
         read = []
         for frame, pts in reader.frames():
