@@ -133,7 +133,9 @@ def media_files(path, folder, what):
     paths = [p for p in path.split(",") if p]
     for p in paths:
         if os.path.isdir(p):
-            raise UserError(f"--{what} {p}: a folder; give a folder of inputs with --{what}_dir")
+            sequence = video.sequence_in(p) if what == "content" else None
+            also = f", or its pictures as a video with --content {sequence}" if sequence else ""
+            raise UserError(f"--{what} {p}: a folder; give a folder of inputs with --{what}_dir{also}")
     return [video.existing_input(p, f"--{what}") for p in paths]
 
 

@@ -75,6 +75,21 @@ def sequence_files(pattern):
     return [path for _, path in sorted(found)]
 
 
+def sequence_in(folder):
+    """The image sequence that the first numbered file of `folder` starts (frame_0001.png: folder/frame_%04d.png),
+    if it numbers two pictures at least; else None. What a user who named the folder probably meant."""
+    for name in sorted(os.listdir(folder)):
+        stem, extension = os.path.splitext(name)
+        digits = list(re.finditer(r"\d+", stem))
+        if not digits or "%" in name:
+            continue
+        number = digits[-1]
+        field = f"%0{len(number.group())}d" if len(number.group()) > 1 else "%d"
+        pattern = os.path.join(folder, stem[:number.start()] + field + stem[number.end():] + extension)
+        return pattern if len(sequence_files(pattern)) > 1 else None
+    return None
+
+
 def existing_input(path, flag):
     """`path` if it is a file that can be read, or an image sequence with a picture at least; else a UserError."""
     if not is_image_sequence(path):

@@ -725,6 +725,8 @@ def bad_input_cases(clips, tmp):
     tall = tmp / "tall.png"
     Image.fromarray(np.zeros((300, 12, 3), np.uint8)).save(tall)
     os.mkfifo(tmp / "fifo.mp4")
+    frames = tmp / "frames"
+    numbered_pictures(frames, [1, 2], name="frame_%04d.png")
     main, style = clips["paths"]["main"], clips["style"]
     return {
         "missing content": (["--content", tmp / "nope.mp4", "--style", style], "nope.mp4: no such file"),
@@ -760,6 +762,9 @@ def bad_input_cases(clips, tmp):
                                       f"--content {tmp / '%05d.png'}: no picture in {tmp} is numbered by this pattern"),
         "sequence in a missing folder": (["--content", tmp / "none" / "%05d.png", "--style", style],
                                          "none/%05d.png: no such folder"),
+        "a folder of numbered pictures": (["--content", frames, "--style", style],
+                                          f"--content {frames}: a folder; give a folder of inputs with --content_dir, "
+                                          f"or its pictures as a video with --content {frames / 'frame_%04d.png'}"),
         "frame rate of a video": (["--content", main, "--style", style, "--frame_rate", "24"],
                                   "--frame_rate times an image sequence"),
         "frame rate zero": (["--content", main, "--style", style, "--frame_rate", "0"],
@@ -778,7 +783,7 @@ CASES = ["missing content", "missing style", "content is a folder", "content_dir
          "video without frames", "too small", "alpha", "alpha nan", "batch size",
          "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video",
          "unknown flag", "style too large", "sequence without pictures", "sequence in a missing folder",
-         "frame rate of a video", "frame rate zero", "frame rate not a number"]
+         "a folder of numbered pictures", "frame rate of a video", "frame rate zero", "frame rate not a number"]
 
 
 @pytest.mark.parametrize("case", CASES)
