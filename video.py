@@ -91,7 +91,11 @@ def sequence_in(folder):
 
 
 def existing_input(path, flag):
-    """`path` if it is a file that can be read, or an image sequence with a picture at least; else a UserError."""
+    """`path` if it is a file that can be read, or an image sequence with a picture at least; else a UserError,
+    which for a folder of numbered pictures names the sequence they make."""
+    sequence = sequence_in(path) if os.path.isdir(path) else None
+    if sequence:
+        raise UserError(f"{flag} {path}: a folder; its pictures as a video: {flag} {sequence}")
     if not is_image_sequence(path):
         return regular_file(path, flag)
     existing_folder(os.path.dirname(path) or ".", f"{flag} {path}")

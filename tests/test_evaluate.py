@@ -198,6 +198,10 @@ def test_image_sequences_are_evaluated_as_the_videos_of_their_pictures(stylized_
                                    as_floats(files["stylized"][0]["per_frame"][column]), rtol=1e-6, err_msg=column)
     args.remove("--output")
     assert evaluate.parse_args(args[:-1]).output == os.path.join("output", "stylized_frames_evaluation")
+    folder = str(tmp_path / "stylized_frames")
+    with pytest.raises(UserError, match=re.escape(f"--stylized {folder}: a folder; its pictures as a video: "
+                                                  f"--stylized {folder}/%06d.png")):
+        evaluate.main(evaluate_args(dict(stylized_clip, stylized=folder), tmp_path / "folder"))
 
 
 # ---------------------------------------------------------------- bad input
