@@ -1,8 +1,10 @@
 """Stylize videos and images with MCCNet.
 
     python test_video.py --video input/videos/clip.mp4 --style input/style/painting.jpg
+    python test_video.py --content DAVIS/bear/%05d.jpg --frame_rate 24 --style input/style/painting.jpg
 
-Every content × style pair is produced as `<content>_stylized_<style>` in --output: an
+A video is any file FFmpeg reads with a video stream, an animated picture, or an image sequence
+(numbered pictures, named as FFmpeg and OpenCV name them). Every content × style pair is produced as `<content>_stylized_<style>` in --output: an
 H.264/MP4 with the input's size, frame timestamps and sound for a video, a --save_ext
 image for an image. The style is read, resized and encoded once per pair (the original
 re-did it for every frame); frames go through the network in batches; memory does not
