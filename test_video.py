@@ -4,12 +4,12 @@
     python test_video.py --content DAVIS/bear/%05d.jpg --frame_rate 24 --style input/style/painting.jpg
 
 A video is any file FFmpeg reads with a video stream, an animated picture, or an image sequence
-(numbered pictures, named as FFmpeg and OpenCV name them). Every content × style pair is produced as `<content>_stylized_<style>` in --output: an
-H.264/MP4 with the input's size, frame timestamps and sound for a video, a --save_ext
-image for an image. The style is read, resized and encoded once per pair (the original
-re-did it for every frame); frames go through the network in batches; memory does not
-grow with the video's length. An input that cannot be used costs its own outputs only (exit 1
-at the end); under `mpirun -np N` each process makes every N-th output.
+(numbered pictures, named as FFmpeg and OpenCV name them). Every content × style pair is produced
+as `<content>_stylized_<style>` in --output: an H.264/MP4 with the input's size, frame timestamps
+and sound for a video, a --save_ext image for an image. The style is read, resized and encoded
+once per pair (the original re-did it for every frame); frames go through the network in batches;
+memory does not grow with the video's length. An input that cannot be used costs its own outputs
+only (exit 1 at the end); under `mpirun -np N` each process makes every N-th output.
 """
 import contextlib
 import fractions
