@@ -37,7 +37,10 @@ IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
 # several large frames is slower than one frame after another, and its memory grows with its pixels.
 DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
-MAX_FRAME_RATE = 1000  # frames/s that --frame_rate may give an image sequence: beyond what cameras record
+# The frames/s that --frame_rate may give an image sequence: a frame every 1000 s (a time-lapse) to 1000 a second
+# (beyond what cameras record), as fractions of a denominator up to 1001 (NTSC's 30000/1001): the MP4 muxer's
+# time scale is a 32-bit number, which 29.97002997 taken exactly (2997002997/10^8) overflows.
+MIN_FRAME_RATE, MAX_FRAME_RATE, RATE_DENOMINATOR = fractions.Fraction(1, 1000), 1000, 1001
 # What a user can do about an image that is above --max_pixels once resized by the size flags.
 RESIZED_TOO_LARGE = "(--max_pixels raises it; --content_size/--style_size shrink it)"
 
@@ -77,7 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--crop", action="store_true", help="centre-crop content and style to squares of their size")
     parser.add_argument("--save_ext", default=".jpg", choices=(".jpg", ".png"),
                         help="image format of stylized images and --save_frames (.png is lossless)")
-    parser.add_argument("--frame_rate", type=fractions.Fraction, default=None,
+    parser.add_argument("--frame_rate", type=frame_rate, default=None,
                         help=f"frames per second of an image-sequence --content, such as 24 or 24000/1001 (default "
                              f"{video.DEFAULT_RATE}, as FFmpeg's); a video file keeps its own timing")
     parser.add_argument("--batch_size", type=int, default=None,
@@ -99,6 +102,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def frame_rate(text):
+    """A --frame_rate, a number or a fraction (24, 23.976, 24000/1001), as the nearest fraction of a denominator
+    up to RATE_DENOMINATOR (29.97002997: 30000/1001)."""
+    return fractions.Fraction(text).limit_denominator(RATE_DENOMINATOR)
+
+
 class InputError(UserError):
     """An input that cannot be stylized (unreadable, too small, too large): in a run over several inputs the
     others are still stylized, as hours of a folder's work should not end at one bad file."""
@@ -109,8 +118,8 @@ def check_args(args):
         raise UserError(f"--alpha {args.alpha}: must be within [0, 1]")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
-    if args.frame_rate is not None and not 0 < args.frame_rate <= MAX_FRAME_RATE:
-        raise UserError(f"--frame_rate {args.frame_rate}: must be above 0 and at most {MAX_FRAME_RATE}")
+    if args.frame_rate is not None and not MIN_FRAME_RATE <= args.frame_rate <= MAX_FRAME_RATE:
+        raise UserError(f"--frame_rate {args.frame_rate}: must be within [{MIN_FRAME_RATE}, {MAX_FRAME_RATE}]")
     if args.max_pixels < net.MIN_SIDE ** 2:
         raise UserError(f"--max_pixels {args.max_pixels}: must be at least {net.MIN_SIDE ** 2}")
     for flag in ("content_size", "style_size"):
@@ -384,7 +393,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
         count = 0
         # Under mpirun one rank's progress bar is shown: the ranks' bars would overwrite each other's line.
         with atomic_output(out_path) as file, tqdm(total=reader.frames_expected or None, unit="frame",
-                                                   desc=os.path.basename(content_path), file=sys.stderr,
+                                                   desc=video.media_name(content_path), file=sys.stderr,
                                                    dynamic_ncols=True, disable=jt.in_mpi and jt.rank > 0) as progress:
             writer = video.VideoWriter(file, reader, width, height)
             try:

@@ -256,11 +256,11 @@ def test_reader_reads_an_image_sequence_in_the_order_of_its_numbers(tmp_path):
 
 
 def test_an_image_sequence_is_stylized_as_a_video(stylize, clips, tmp_path):
-    """bear/%05d.png at --frame_rate, named after its folder; each frame as the image path makes its picture,
-    saved under the picture's name."""
+    """bear/%05d.png at --frame_rate (a long decimal taken as 24000/1001), named after its folder; each frame as
+    the image path makes its picture, saved under the picture's name."""
     sequence = numbered_pictures(tmp_path / "bear", range(1, 7))
     out = tmp_path / "o"
-    code, lines = stylize("--content", sequence, "--style", clips["style"], "--frame_rate", "24000/1001",
+    code, lines = stylize("--content", sequence, "--style", clips["style"], "--frame_rate", "23.976023976",
                           "--output", out, "--save_frames", "--save_ext", ".png")
     assert code == 0, lines
     made = describe(str(out / "bear_stylized_style.mp4"))
@@ -768,9 +768,11 @@ def bad_input_cases(clips, tmp):
         "frame rate of a video": (["--content", main, "--style", style, "--frame_rate", "24"],
                                   "--frame_rate times an image sequence"),
         "frame rate zero": (["--content", main, "--style", style, "--frame_rate", "0"],
-                            "--frame_rate 0: must be above 0 and at most 1000"),
+                            "--frame_rate 0: must be within [1/1000, 1000]"),
+        "frame rate too low": (["--content", main, "--style", style, "--frame_rate", "1e-9"],
+                               "--frame_rate 0: must be within [1/1000, 1000]"),
         "frame rate not a number": (["--content", main, "--style", style, "--frame_rate", "fast"],
-                                    "--frame_rate: invalid Fraction value: 'fast'"),
+                                    "--frame_rate: invalid frame_rate value: 'fast'"),
         "style too large": (["--content", tall, "--style", style, "--content_size", "0", "--max_pixels", "20000"],
                             "style " + style + ": the image resized to a shorter side of 300 is 400x300 = 120,000 "
                             "pixels, above the limit of 20,000 (--max_pixels raises it; --content_size/--style_size "
@@ -783,7 +785,8 @@ CASES = ["missing content", "missing style", "content is a folder", "content_dir
          "video without frames", "too small", "alpha", "alpha nan", "batch size",
          "weights count", "weights nan", "weights inf", "output not writable", "output is a file", "style is a video",
          "unknown flag", "style too large", "sequence without pictures", "sequence in a missing folder",
-         "a folder of numbered pictures", "frame rate of a video", "frame rate zero", "frame rate not a number"]
+         "a folder of numbered pictures", "frame rate of a video", "frame rate zero", "frame rate too low",
+         "frame rate not a number"]
 
 
 @pytest.mark.parametrize("case", CASES)
