@@ -19,6 +19,7 @@ import jittor as jt
 from jittor import nn
 
 import weights
+from cpu_layers import MaxPool2x2, ReflectionPad
 
 # Encoder slices of the normalised VGG: vgg[a:b] maps relu{i-1}_1 to relu{i}_1.
 ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
@@ -34,12 +35,12 @@ MAX_POOL_PIXELS = (2 ** 31 - 1) // 64
 
 
 def _conv3x3(in_channels, out_channels, relu=True):
-    layers = [nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3)]
+    layers = [ReflectionPad(), nn.Conv2d(in_channels, out_channels, 3)]
     return layers + [nn.ReLU()] if relu else layers
 
 
 def _maxpool():
-    return [nn.MaxPool2d(2, 2, 0, ceil_mode=True)]
+    return [MaxPool2x2()]
 
 
 class NearestUpsample2x(nn.Module):

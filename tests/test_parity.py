@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+import cpu_layers
 import net
 import test_video
 import torch_mccnet as tm
@@ -344,6 +345,31 @@ def test_float32_nearest_upsampling_and_its_gradient():
     (ty * torch.from_numpy(weight)).sum().backward()
     np.testing.assert_array_equal(jy.numpy(), ty.detach().numpy())
     assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-6, "upsampling gradient")  # sums of 4 products
+
+
+# Sides 2 and 3, where the padding's reflected rows and columns meet, and odd sides, where the
+# pool's last window is cut; 4 × 16 planes of 33 rows give every thread rows of several planes.
+@pytest.mark.parametrize("shape", [(1, 2, 2, 2), (1, 2, 3, 3), (2, 3, 2, 5), (2, 3, 9, 8), (4, 16, 33, 31)])
+@pytest.mark.parametrize("layer", ["ReflectionPad", "MaxPool2x2"])
+def test_float64_cpu_layers_and_their_gradients(shape, layer):
+    """The multi-threaded padding and pooling against PyTorch's, with ties in every pool window
+    (small integers): the gradient must go to the same pixel of a window as in PyTorch."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, shape).astype(np.float64)
+    ours = getattr(cpu_layers, layer)()
+    original = (torch.nn.ReflectionPad2d(1) if layer == "ReflectionPad"
+                else torch.nn.MaxPool2d(2, 2, 0, ceil_mode=True))
+    with float64():
+        jx = jt.array(x)
+        jy = ours(jx)
+        weight = rng.standard_normal(jy.shape)
+        (jgrad,) = jt.grad((jy * jt.array(weight)).sum(), [jx])
+        assert jy.dtype == jgrad.dtype == "float64"
+        tx = torch.from_numpy(x).requires_grad_()
+        ty = original(tx)
+        (ty * torch.from_numpy(weight)).sum().backward()
+        np.testing.assert_array_equal(jy.numpy(), ty.detach().numpy())
+        assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-15, f"{layer} gradient")  # sums of up to 4 terms
 
 
 def adam_updates(optimizer_step, params, grads, steps=3):
