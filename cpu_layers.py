@@ -1,7 +1,7 @@
 """The reflection padding and max pooling of the encoder and decoder, as multi-threaded C++ on the CPU.
 
 Jittor generates its CPU kernels for these (an index expression per pixel) without OpenMP,
-so they run on one core while the convolutions use all of them: some 12% of a training
+so they run on one core while the convolutions use all of them: 7–12% of a training
 step's time on two cores, a growing share on more. Here each is a loop over rows that
 OpenMP shares among the cores, 2–3× faster on two cores, with the same values (the
 padding's gradient may round its sums of up to four terms in another order). On a GPU,
