@@ -27,10 +27,13 @@ RELU4_1 = 4  # inference needs the encoder up to relu4_1 only
 LOSS_WEIGHTS = dict(noise=3000.0, content=3.0, style=10.0, identity1=70.0, identity2=1.0, tv=1e-4)
 NOISE_SIGMA_RANGE = (0.01, 0.02)
 # The smallest image side the encoder takes: up to relu4_1 three ceil-mode 2×2 pools must
-# each see more than 2 rows and columns (Jittor's pool refuses a side ≤ its kernel).
+# each see more than 2 rows and columns (Jittor's pool, on a GPU, refuses a side ≤ its kernel;
+# on the CPU the reflection padding after the third needs 2).
 MIN_SIDE = 9
-# Jittor's max pool indexes with 32-bit ints: its kernel fails to compile when its input (64
-# channels at the image's size, for the first pool) holds 2^31 numbers or more.
+# Jittor's max pool (the one used on a GPU) indexes with 32-bit ints: its kernel fails to compile
+# when its input (64 channels at the image's size, for the first pool) holds 2^31 numbers or more.
+# The CPU's (cpu_layers.py) has the same limit here, so that what a run takes does not depend on
+# the device.
 MAX_POOL_PIXELS = (2 ** 31 - 1) // 64
 
 
