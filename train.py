@@ -15,8 +15,12 @@ leaves the previous checkpoint whole; --resume takes the newest intact one.
 
 Under `mpirun -np N` each rank trains on its own --batch_size images of every global batch
 and Jittor averages the gradients: an update equals one process's with a batch of
-N × --batch_size. Rank 0 alone writes checkpoints and logs. A run may resume with another
-number of ranks: the streams continue where they stopped, with the new global batch.
+N × --batch_size, and so do the losses logged. Rank 0 alone writes checkpoints and logs. A run
+may resume with another number of ranks: the streams continue where they stopped, with the
+new global batch.
+
+A run whose loss becomes infinite or NaN (a learning rate too high) stops at that iteration
+with one line naming the last checkpoint, before it writes checkpoints that --resume would take.
 """
 import csv
 import glob
@@ -121,22 +125,38 @@ def noise_for(seed, iteration, first_sample, shape):
 
 
 def train_step(network, optimizer, content, style, noise, content_weight, style_weight):
-    """One optimisation step; returns this rank's loss terms and weighted total as floats.
+    """One optimisation step; returns the loss terms and weighted total of the global batch as floats.
 
     The TV loss is a sum over the batch (the others are means): under MPI, where the
     gradients are averaged over ranks, it is weighted by the number of ranks so that an
-    update equals one process's with the whole global batch. Every rank finishes the step
-    (its share of the gradient all-reduce included) before returning, so that rank 0 may
-    then read parameters for checkpoints and samples without waiting on a collective that
-    the other ranks will never join.
+    update equals one process's with the whole global batch. The values returned are
+    averaged over ranks, so that they too are one process's with the global batch, and every
+    rank sees the same (and stops together if they are not finite). Every rank finishes the
+    step (its share of the gradient all-reduce included) before returning, so that rank 0
+    may then read parameters for checkpoints and samples without waiting on a collective
+    that the other ranks will never join.
     """
     losses = network(content, style, jt.array(noise))
-    total = net.total_loss(dict(losses, tv=losses["tv"] * world_size()), content_weight, style_weight)
+    losses["tv"] = losses["tv"] * world_size()
+    total = net.total_loss(losses, content_weight, style_weight)
     optimizer.step(total)
-    values = {name: float(value.item()) for name, value in losses.items()}
-    values["total"] = float(total.item())
+    # The whole step in one execution, then the values: with the values gathered and fetched first, the first
+    # step of a process rounded otherwise than later ones did, and a resumed run drifted from an uninterrupted one.
     jt.sync_all()
-    return values
+    values = jt.concat([value.reshape((1,)) for value in [*losses.values(), total]])
+    if jt.in_mpi:
+        values = values.mpi_all_reduce("mean")
+    return dict(zip([*losses, "total"], values.numpy().tolist()))
+
+
+def check_finite(values, iteration, save_dir):
+    """Stop a diverged run (a loss term inf or NaN) before it writes checkpoints that --resume would take."""
+    bad = [f"{name} {value}" for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        earlier = complete_checkpoints(save_dir)
+        restart = f"--resume {earlier[0]}" if earlier else "a fresh start"
+        raise UserError(f"iteration {iteration}: the loss diverged ({', '.join(bad)}); no checkpoint was written "
+                        f"for it; try {restart} with a lower --lr")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -319,6 +339,7 @@ def main(argv=None):
             noise = noise_for(args.seed, iteration, samples + rank() * args.batch_size, content.shape)
             values = train_step(network, optimizer, content, style, noise, args.content_weight, args.style_weight)
             done, samples = iteration + 1, samples + args.batch_size * world_size()
+            check_finite(values, done, args.save_dir)
             if log:
                 progress.set_postfix(content=f"{values['content']:.3f}", style=f"{values['style']:.3f}",
                                      total=f"{values['total']:.1f}")

@@ -301,6 +301,19 @@ def test_sigterm_ends_a_run_in_one_line_and_leaves_no_temporary(trained, weight_
         weights.read_state_dict(state)  # every checkpoint left is whole
 
 
+def test_a_diverged_run_stops_in_one_line_before_its_checkpoint(trained, weight_files, tmp_path, run_main):
+    """A learning rate far too large: the first update throws the weights to ±lr, the next loss overflows."""
+    save = tmp_path / "models"
+    argv = train_argv(weight_files, trained["data"], save, tmp_path / "logs", "--batch_size", "1",
+                      "--max_iter", "10", "--save_model_interval", "1", "--lr", "1e30")
+    code, lines = run_main(train, *argv)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: iteration 2: the loss diverged (") and "nan" in lines[0]
+    assert lines[0].endswith(f"try --resume {save / 'state_iter_1.pkl'} with a lower --lr")
+    assert train.complete_checkpoints(str(save)) == [str(save / "state_iter_1.pkl")]
+    assert len((tmp_path / "logs" / "losses.csv").read_text().splitlines()) == 2  # the header and iteration 1
+
+
 def test_exit_code_of_a_user_error_in_a_child_process(tmp_path, weight_files):
     argv, expected = bad_train_cases(tmp_path, weight_files)["missing content"]
     result = run_script("train.py", *argv)
@@ -383,6 +396,10 @@ def test_mpirun_train_ends_resumes_and_equals_one_process_with_the_global_batch(
     train.main(train_argv(weight_files, trained["data"], single / "models", single / "logs", "--batch_size", "2",
                           "--max_iter", "6"))
     assert_same_training(single / "models", ranks / "models", 2, moment_tolerance=2e-5)
+    # the losses logged are the global batch's, as one process logs them (the first, from the same parameters)
+    first_rows = [np.array((folder / "logs" / "losses.csv").read_text().splitlines()[1].split(","), dtype=float)
+                  for folder in (single, ranks)]
+    np.testing.assert_allclose(first_rows[1], first_rows[0], rtol=1e-4)
     assert_same_training(single / "models", ranks / "models", 4)
     assert_same_training(single / "models", ranks / "models", 6)
     # one process can take over a 2-rank run: the streams continue where the ranks left them
