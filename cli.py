@@ -8,6 +8,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import traceback
 
 # Errors of a full or limited disk: reported as one line, whatever was being written.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -41,7 +42,7 @@ def _interrupt(signum, frame):
     os._exit(128 + signum)
 
 
-def run(main, argv=None, workers=False):
+def run(main, argv=None, workers=False, coupled_ranks=False):
     """Call `main(argv)`; a UserError becomes one `error:` line and exit 1; Ctrl-C or SIGTERM
     (what `kill`, Slurm pre-emption and `docker stop` send) "interrupted" and exit 130 or 143,
     with unfinished outputs removed.
@@ -50,6 +51,9 @@ def run(main, argv=None, workers=False):
     that ends the process with a message about memory whenever a child process is killed.
     The latter is kept only by scripts with data-loading `workers` (a worker killed for lack
     of memory would otherwise leave the run waiting for it forever).
+
+    Under mpirun, the ranks of a script with `coupled_ranks` (train.py's, which meet in every
+    step's gradient all-reduce) end the whole job when one of them fails: see `_exit`.
     """
     global _main_process
     _main_process = os.getpid()
@@ -57,11 +61,32 @@ def run(main, argv=None, workers=False):
     signal.signal(signal.SIGTERM, _interrupt)
     if not workers:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    coupled = coupled_ranks and "OMPI_COMM_WORLD_SIZE" in os.environ  # how Jittor knows it runs under mpirun
     try:
         main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        _exit(1, at_once=coupled)
+    except Exception:
+        if not coupled:
+            raise
+        traceback.print_exc()
+        _exit(1, at_once=True)
+
+
+def _exit(code, at_once):
+    """Exit with `code`; `at_once` (a rank of coupled ranks): without the clean-up of Python's exit.
+
+    That clean-up runs Jittor's MPI_Finalize, which waits for every rank, while the other
+    ranks wait for this one in their next all-reduce: forever (measured: a `--save_dir` that
+    only rank 0 checks). A rank that ends without MPI_Finalize is one mpirun sees fail, and
+    mpirun then ends every rank within seconds.
+    """
+    if not at_once:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def one_line(message):

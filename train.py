@@ -359,4 +359,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run(main, workers=True)
+    run(main, workers=True, coupled_ranks=True)

@@ -133,10 +133,22 @@ def run_script(script, *argv, **kwargs):
 
 
 def mpirun(ranks, script, *argv, timeout=300, **kwargs):
-    """Run `python script argv…` on `ranks` OpenMPI processes on this machine."""
+    """Run `python script argv…` on `ranks` OpenMPI processes on this machine; a test failure after `timeout` s.
+
+    A job that runs past it gets SIGTERM, on which mpirun ends its ranks. SIGKILL (subprocess.run's timeout)
+    would leave the ranks running, and Jittor's SIGCHLD handler would end the whole test session, silently.
+    """
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    return subprocess.run([MPIRUN, *root, "--oversubscribe", "-np", str(ranks), sys.executable, script,
-                           *map(str, argv)], capture_output=True, text=True, cwd=REPO, timeout=timeout, **kwargs)
+    job = subprocess.Popen([MPIRUN, *root, "--oversubscribe", "-np", str(ranks), sys.executable, script,
+                            *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                           **kwargs)
+    try:
+        stdout, stderr = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        job.terminate()
+        stderr = job.communicate()[1]
+        pytest.fail(f"mpirun {script} ran past {timeout} s (a hang?); its stderr ends: {stderr[-2000:]}")
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
 @pytest.fixture

@@ -412,6 +412,36 @@ def test_mpirun_train_ends_resumes_and_equals_one_process_with_the_global_batch(
     assert_same_training(single / "models", taken_over, 4)
 
 
+@needs_mpi
+def test_an_error_on_one_rank_ends_the_job_in_seconds(trained, weight_files, tmp_path):
+    """Rank 0 alone checks --save_dir. Its exit used to wait in MPI_Finalize for rank 1, which waited for rank 0
+    in its first all-reduce: forever."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    argv = train_argv(weight_files, trained["data"], blocked / "models", tmp_path / "logs", "--batch_size", "1",
+                      "--max_iter", "3")
+    start = time.time()
+    result = mpirun(2, "train.py", *argv, timeout=MPI_TIMEOUT)
+    assert result.returncode != 0 and time.time() - start < 60
+    assert f"error: --save_dir {blocked / 'models'}: cannot write there (Not a directory)" in result.stderr
+
+
+@pytest.mark.parametrize("failure", ["raise cli.UserError('no data')", "raise RuntimeError('a bug')"])
+def test_a_failed_rank_of_coupled_ranks_skips_the_exit_that_would_wait_for_the_others(failure):
+    """The exit of a rank that fails under mpirun (OMPI_COMM_WORLD_SIZE set) skips Python's clean-up, where
+    Jittor's MPI_Finalize would run (an atexit function stands for it); without mpirun the exit is as usual."""
+    script = ("import atexit, cli\natexit.register(lambda: print('finalized'))\n"
+              f"def main(argv):\n    {failure}\ncli.run(main, coupled_ranks=True)\n")
+    for in_mpirun in (True, False):
+        env = {k: v for k, v in os.environ.items() if k != "OMPI_COMM_WORLD_SIZE"}
+        if in_mpirun:
+            env["OMPI_COMM_WORLD_SIZE"] = "2"
+        result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] in ("error: no data", "RuntimeError: a bug"), result.stderr
+        assert (result.stdout == "") == in_mpirun, result.stdout
+
+
 def rank_pids(marker):
     """{MPI rank: process id} of the processes whose command line holds `marker`."""
     found = {}
