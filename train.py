@@ -22,6 +22,7 @@ new global batch.
 A run whose loss becomes infinite or NaN (a learning rate too high) stops at that iteration
 with one line naming the last checkpoint, before it writes checkpoints that --resume would take.
 """
+import contextlib
 import csv
 import glob
 import io
@@ -29,9 +30,12 @@ import math
 import os
 import re
 import sys
+import time
 
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event
 from tqdm import tqdm
 
 import backend
@@ -250,7 +254,13 @@ def remove_stale_temporaries(folder):
 # ---------------------------------------------------------------- logs
 
 class TrainingLog:
-    """losses.csv (every iteration), TensorBoard scalars and images, and PNG sample grids."""
+    """losses.csv (every iteration), TensorBoard scalars and images, and PNG sample grids.
+
+    TensorBoard's events are written here, in the training's thread, with tensorboardX's file
+    writer (SummaryWriter writes them from a thread of its own: on a full disk that thread died
+    with a traceback and the run went on, or waited forever once its queue was full). A log
+    that cannot be written (a full disk) ends the run with one line, as a checkpoint does.
+    """
 
     HEADER = ("iteration", "lr") + LOSS_NAMES + ("total",)
 
@@ -264,17 +274,30 @@ class TrainingLog:
             with open(path, newline="") as f:
                 csv.writer(kept).writerows(row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start)
         write_atomically(path, kept.getvalue().encode())
-        self.csv_file = open(path, "a", newline="")
-        self.csv = csv.writer(self.csv_file)
-        self.tensorboard = SummaryWriter(folder)
+        with self.reporting_write_errors():
+            self.csv_file = open(path, "a", newline="")
+            self.csv = csv.writer(self.csv_file)
+            self.events = EventsWriter(os.path.join(folder, "events"))
+
+    @contextlib.contextmanager
+    def reporting_write_errors(self):
+        try:
+            yield
+        except OSError as error:
+            raise UserError(f"--log_dir {self.folder}: cannot write the logs there ({error.strerror})") from None
+
+    def add_to_tensorboard(self, iteration, summary_proto):
+        self.events.write_event(Event(wall_time=time.time(), step=iteration, summary=summary_proto))
 
     def losses(self, iteration, lr, values, to_tensorboard):
-        self.csv.writerow([iteration, f"{lr:.6g}"] + [f"{values[n]:.6g}" for n in LOSS_NAMES + ("total",)])
-        if to_tensorboard:
-            self.csv_file.flush()
-            self.tensorboard.add_scalar("loss_content", values["content"], iteration)
-            self.tensorboard.add_scalar("loss_style", values["style"], iteration)
-            self.tensorboard.add_scalar("total_loss", values["total"], iteration)
+        with self.reporting_write_errors():
+            self.csv.writerow([iteration, f"{lr:.6g}"] + [f"{values[n]:.6g}" for n in LOSS_NAMES + ("total",)])
+            if to_tensorboard:
+                self.add_to_tensorboard(iteration, summary.scalar("loss_content", values["content"]))
+                self.add_to_tensorboard(iteration, summary.scalar("loss_style", values["style"]))
+                self.add_to_tensorboard(iteration, summary.scalar("total_loss", values["total"]))
+                self.csv_file.flush()
+                self.events.flush()
 
     def samples(self, iteration, content, style, stylized):
         """A grid with one row per image of the batch (at most 4): content | style | stylized."""
@@ -282,12 +305,18 @@ class TrainingLog:
                 for i in range(min(4, len(content)))]
         write_atomically(os.path.join(self.folder, f"sample_iter_{iteration}.png"),
                          transformer.image_bytes(np.concatenate(rows, axis=0), ".png"))
-        for name, batch in (("content", content), ("style", style), ("Ics", stylized)):
-            self.tensorboard.add_image(name, np.clip(batch[0], 0, 1), iteration)
+        with self.reporting_write_errors():
+            for name, batch in (("content", content), ("style", style), ("Ics", stylized)):
+                self.add_to_tensorboard(iteration, summary.image(name, np.clip(batch[0], 0, 1)))
+            self.events.flush()
 
     def close(self):
-        self.csv_file.close()
-        self.tensorboard.close()
+        """Close both files; a failed flush is reported, the files closed all the same."""
+        with self.reporting_write_errors():
+            try:
+                self.csv_file.close()
+            finally:
+                self.events.close()
 
 
 # ---------------------------------------------------------------- main

@@ -180,6 +180,49 @@ def test_checkpoints_logs_and_samples(trained):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(logs))
 
 
+def tensorboard_values(folder):
+    """{(tag, step): value (a float, or an image's PNG bytes)} from the TensorBoard event files in `folder`, read as
+    TensorBoard reads them (records of: length, its CRC, an Event protocol buffer, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+    found = {}
+    for name in sorted(n for n in os.listdir(folder) if n.startswith("events.out.tfevents")):
+        data = (folder / name).read_bytes()
+        while data:
+            length = int.from_bytes(data[:8], "little")
+            event, data = Event.FromString(data[12:12 + length]), data[16 + length:]
+            for value in event.summary.value:
+                is_scalar = value.WhichOneof("value") == "simple_value"
+                found[value.tag, event.step] = value.simple_value if is_scalar else value.image.encoded_image_string
+    return found
+
+
+def test_tensorboard_reads_the_losses_and_samples(trained):
+    logs = trained["straight"] / "logs"
+    found = tensorboard_values(logs)
+    rows = [row.split(",") for row in (logs / "losses.csv").read_text().splitlines()[1:]]
+    columns = {"loss_content": 3, "loss_style": 4, "total_loss": 8}
+    assert {(tag, int(row[0])): pytest.approx(float(row[column]), rel=1e-5) for row in rows
+            for tag, column in columns.items()} == {key: v for key, v in found.items() if key[0] in columns}
+    images = {key: Image.open(io.BytesIO(v)) for key, v in found.items() if key[0] not in columns}
+    assert sorted(images) == [(tag, step) for tag in ("Ics", "content", "style") for step in (2, 4)]
+    assert all(image.size == (32, 32) for image in images.values())
+
+
+@pytest.mark.parametrize("filled_by", ["samples", "losses"])
+def test_a_log_disk_that_fills_ends_the_run_in_one_line(trained, weight_files, full_disk, tmp_path, run_main,
+                                                        filled_by):
+    """TensorBoard's writer thread died on a full disk and the run then waited for it forever."""
+    if filled_by == "losses":  # the losses alone fill what is left within a few iterations
+        (full_disk / "filler").write_bytes(bytes(60 * 1024))
+    argv = train_argv(weight_files, trained["data"], tmp_path / "models", full_disk, "--batch_size", "1",
+                      "--max_iter", "100", "--save_model_interval", "1000",
+                      "--sample_interval", "1" if filled_by == "samples" else "1000")
+    code, lines = run_main(train, *argv)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: --log_dir {full_disk}: cannot write the logs there (No space left on device)")
+    assert not [name for name in os.listdir(full_disk) if name.startswith(".tmp-")]
+
+
 def assert_same_parameters(folder_a, folder_b, iteration, rtol=1e-5, atol=1e-7):
     for name in (f"decoder_iter_{iteration}.pkl", f"mcc_module_iter_{iteration}.pkl"):
         a, b = (weights.read_state_dict(str(folder / name)) for folder in (folder_a, folder_b))
@@ -387,8 +430,8 @@ def test_mpirun_train_ends_resumes_and_equals_one_process_with_the_global_batch(
     argv = train_argv(weight_files, trained["data"], ranks / "models", ranks / "logs", "--batch_size", "1")
     first = mpirun(2, "train.py", *argv, "--max_iter", "4", timeout=MPI_TIMEOUT)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert sorted(p for p in os.listdir(ranks / "models") if p.startswith("state")) == ["state_iter_2.pkl",
-                                                                                         "state_iter_4.pkl"]
+    assert sorted(p for p in os.listdir(ranks / "models") if p.startswith("state")) == [
+        "state_iter_2.pkl", "state_iter_4.pkl"]
     assert sorted(p for p in os.listdir(ranks / "logs") if p.endswith(".png")) == ["sample_iter_2.png",
                                                                                    "sample_iter_4.png"]
     again = mpirun(2, "train.py", *argv, "--max_iter", "6", "--resume", timeout=MPI_TIMEOUT)
