@@ -11,7 +11,8 @@ out for one in, as a player deinterlaces them for display: the network would oth
 the combs of the moving edges.
 Writing: H.264 in MP4, yuv420p (what browsers play), the input's timestamps (variable frame
 rate and 24000/1001 survive), its colour tags and pixel shape (a player shows the output in
-the input's colours and shape: BT.709 HD stays BT.709, anamorphic stays anamorphic), its file's
+the input's colours and shape: BT.709 HD stays BT.709, an untagged video is tagged with the
+matrix a player would guess for it, anamorphic stays anamorphic), its file's
 and streams' tags, and one audio track (`VideoReader._audio_track`), read separately from the
 input file and interleaved by time: copied when MP4 can hold its codec, otherwise re-encoded to
 AAC; its damaged packets are skipped too.
@@ -44,6 +45,7 @@ CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"
 YUV_MATRICES = {1, 4, 5, 6, 7, 9}
 UNTAGGED = 2
 BT709, SRGB_TRANSFER = 1, 13  # FFmpeg's numbers for BT.709 (matrix, primaries) and IEC 61966-2-1 (sRGB's curve)
+BT601 = 6  # FFmpeg's number for SMPTE 170M: BT.601's matrix, as SD video is tagged
 SRGB = (BT709, BT709, SRGB_TRANSFER)  # what pictures are (transformer.load_image makes them sRGB), as YUV
 # libvpx's decoders, which read the transparency that a WebM keeps beside its VP8 or VP9 frames (FFmpeg's own drop it).
 LIBVPX_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
@@ -179,6 +181,11 @@ def rgb_source_colour(primaries=UNTAGGED, transfer=UNTAGGED):
     return BT709, BT709 if primaries == UNTAGGED else primaries, SRGB_TRANSFER if transfer == UNTAGGED else transfer
 
 
+def players_matrix(width, height):
+    """The YUV matrix that players show an untagged video with (mpv's rule): BT.709 for HD sizes, else BT.601."""
+    return BT709 if width >= 1280 or height > 576 else BT601
+
+
 def is_rgb_format(pix_fmt):
     """Whether frames in FFmpeg's pixel format `pix_fmt` (None: not known) are RGB or palette colours."""
     return pix_fmt is not None and (av.VideoFormat(pix_fmt).is_rgb or av.VideoFormat(pix_fmt).has_palette)
@@ -237,11 +244,15 @@ class VideoReader:
         self.start = self._start()
         # The colour matrix, primaries and transfer the stream is tagged with (FFmpeg's numbers, or UNTAGGED):
         # swscale turns its YUV into RGB with that matrix, and the writer must turn RGB back with the same.
-        # An RGB stream has none (`rgb_source_colour`).
+        # An RGB stream has none (`rgb_source_colour`). An untagged YUV stream (what FFmpeg writes unless told)
+        # is read with the matrix a player shows it with, which the output is then tagged with: shown alike at
+        # any size, where --content_size crosses the bounds of the player's guess.
         context = self.video.codec_context  # None where no codec reads the stream (a damaged header)
         self.colour = (context.colorspace, context.color_primaries, context.color_trc) if context else (UNTAGGED,) * 3
         if context is not None and is_rgb_format(context.pix_fmt):
             self.colour = rgb_source_colour(context.color_primaries, context.color_trc)
+        elif context is not None and self.colour[0] == UNTAGGED:
+            self.colour = (players_matrix(context.width, context.height),) + self.colour[1:]
         # What decodes the stream's packets: the stream, or for a WebM with transparency ("alpha_mode" 1: a
         # sticker, an overlay) libvpx's decoder.
         self.decoder = self.video
@@ -293,6 +304,8 @@ class VideoReader:
             self.rescaled += (frame.width, frame.height) != size
             pts = frame.pts - start if frame.pts is not None else round(decoded / self.rate / self.time_base)
             pts = self.timeline.place(pts, step)
+            if frame.colorspace == UNTAGGED:  # the matrix swscale reads it with (an RGB frame has none to apply)
+                frame.colorspace = self.colour[0]
             yield upright(rgb_array(frame, *size), frame.rotation), pts
             decoded, last_pts = decoded + 1, pts
         self.problem = self._problem(decoded, last_pts)

@@ -123,8 +123,16 @@ def test_rotated_odd_variable_rate_anamorphic_video(clips, stylized):
     assert len(frames) == 7 and Image.open(stylized["out"] / "odd_stylized_style_frames" / frames[0]).size == (49, 65)
 
 
+def shown_by_a_player(frame):
+    """A decoded frame as RGB, as a player shows it: with the matrix it is tagged with, or untagged, with the one
+    players guess from its size (mpv's rule: BT.709 from 1280 wide or 577 high up, else BT.601)."""
+    if frame.colorspace == 2:
+        frame.colorspace = 1 if frame.width >= 1280 or frame.height > 576 else 6
+    return frame.to_ndarray(format="rgb24")
+
+
 @pytest.mark.parametrize("clip,colour", [
-    (dict(container="mp4", colour=(2, 2, 2)), (2, 2, 2)),
+    (dict(container="mp4", colour=(2, 2, 2)), (6, 2, 2)),  # BT.601's matrix, as players guess at this size
     (dict(container="mp4", colour=BT709), BT709),
     (dict(container="mp4", colour=(9, 9, 16)), (9, 9, 16)),
     (dict(codec="png", pix_fmt="rgb24", container="mov"), SRGB),  # tagged with the "RGB" matrix, 0
@@ -136,8 +144,8 @@ def test_rotated_odd_variable_rate_anamorphic_video(clips, stylized):
         "image sequence"])
 def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour):
     """A player turns YUV into RGB with the matrix a video is tagged with (or, untagged, with a guess it makes
-    for input and output alike): the output must be tagged as the input, and its frames converted to YUV with
-    the matrix that the reader's were converted from YUV with. A wrong matrix shifts a saturated green by 10-13
+    from the size): the output must be tagged as the input (with the guessed matrix where it is untagged), and
+    its frames converted to YUV with the matrix that the reader's were converted from YUV with. A wrong matrix shifts a saturated green by 10-13
     grey levels on average. Frames that come as RGB have no matrix to keep: the output is BT.709, tagged, as
     sRGB pictures are (untagged, a player would guess the matrix by the size; an RGB video's "RGB" matrix would
     have it show Y, U and V as G, B and R)."""
@@ -154,12 +162,40 @@ def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour)
             read.append(frame)
         writer.close()
     with av.open(str(output)) as container:
-        shown = [(f.colorspace, f.color_primaries, f.color_trc, f.to_ndarray(format="rgb24"))
+        shown = [(f.colorspace, f.color_primaries, f.color_trc, shown_by_a_player(f))
                  for f in container.decode(video=0)]
     assert [tags for *tags, _ in shown] == [list(colour)] * 3
     green = (slice(4, 16), slice(4, 22))  # inside the clip's green corner
     errors = [np.abs(rgb[green].astype(int) - frame[green]).mean() for (*_, rgb), frame in zip(shown, read)]
     assert max(errors) <= 3, errors
+
+
+@pytest.mark.parametrize("size,encoded_with,scale", [((1280, 720), 1, 1), ((128, 96), 6, 10)],
+                         ids=["HD", "SD stylized at an HD size"])
+def test_an_untagged_video_is_read_as_a_player_shows_it_and_shown_so_at_any_size(tmp_path, size, encoded_with,
+                                                                                  scale):
+    """An untagged video (what FFmpeg writes unless told) is shown with a matrix a player guesses from its size.
+    The frames read are what a player shows of the input; the output, tagged with that matrix, is shown as written
+    at any size (--content_size may cross the guess's bounds). Read or shown with the other matrix, the clip's
+    green corner is 9 grey levels off on average."""
+    width, height = size
+    source, output = str(tmp_path / "in.mp4"), tmp_path / "out.mp4"
+    make_clip(source, width, height, frames=2, audio=None, untagged_matrix=encoded_with)
+    with contextlib.closing(video.open_video(source)) as reader, open(output, "wb") as file:
+        writer = video.VideoWriter(file, reader, width * scale, height * scale)
+        read = []
+        for frame, pts in reader.frames():
+            writer.write_frame(np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1), pts)
+            read.append(frame)
+        writer.close()
+    with av.open(source) as container:
+        input_shown = [shown_by_a_player(f) for f in container.decode(video=0)]
+    with av.open(str(output)) as container:
+        output_shown = [shown_by_a_player(f)[::scale, ::scale] for f in container.decode(video=0)]
+    green = (slice(4, height // 5 - 3), slice(4, width // 5 - 3))  # inside the clip's green corner
+    for frame, input_rgb, output_rgb in zip(read, input_shown, output_shown, strict=True):
+        assert np.abs(frame[green].astype(int) - input_rgb[green]).mean() <= 1
+        assert np.abs(output_rgb[green].astype(int) - frame[green]).mean() <= 3
 
 
 @pytest.mark.parametrize("aspect,rotation,upright", [(None, 90, None), (WIDE, 0, WIDE), (WIDE, 90, TALL),
