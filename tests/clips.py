@@ -18,10 +18,10 @@ def make_clip(path, width=64, height=48, frames=12, rate=fractions.Fraction(2400
               rotation=0, variable_rate=False, container=None, codec="libx264", pix_fmt="yuv420p", colour=None,
               aspect=None, sound_seconds=None, sound_start=0, sound_rate=48000, options=None,
               untagged_matrix=None):
-    """Write a clip; returns the list of frame timestamps (in the video time base) it wrote. `colour`:
-    (matrix, primaries, transfer), FFmpeg's numbers, to encode with and tag the clip with (default: untagged,
-    encoded with swscale's default matrix, BT.601, or with `untagged_matrix`); `aspect`: the width / height of its pixels (anamorphic
-    video; default square); `sound_seconds`: how long its sound lasts (default: as long as its frames);
+    """Write a clip; returns the list of frame timestamps (in the video time base) it wrote. `colour`: (matrix,
+    primaries, transfer), FFmpeg's numbers, to encode with and tag the clip with (default: untagged, encoded with
+    swscale's default matrix, BT.601, or with `untagged_matrix`); `aspect`: the width / height of its pixels
+    (anamorphic video; default square); `sound_seconds`: how long its sound lasts (default: as long as its frames);
     `sound_start`: seconds from its first frame to its sound; `sound_rate`: its samples a second; `options`: the
     muxer's."""
     out = av.open(path, "w", format=container, options=options)

@@ -143,12 +143,12 @@ def shown_by_a_player(frame):
 ], ids=["untagged", "BT.709", "BT.2020 PQ", "PNG in MOV", "QuickTime Animation", "GIF", "animated WebP",
         "image sequence"])
 def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour):
-    """A player turns YUV into RGB with the matrix a video is tagged with (or, untagged, with a guess it makes
-    from the size): the output must be tagged as the input (with the guessed matrix where it is untagged), and
-    its frames converted to YUV with the matrix that the reader's were converted from YUV with. A wrong matrix shifts a saturated green by 10-13
-    grey levels on average. Frames that come as RGB have no matrix to keep: the output is BT.709, tagged, as
-    sRGB pictures are (untagged, a player would guess the matrix by the size; an RGB video's "RGB" matrix would
-    have it show Y, U and V as G, B and R)."""
+    """A player turns YUV into RGB with the matrix a video is tagged with (or, untagged, with a guess it makes from the
+    size): the output must be tagged as the input (with the guessed matrix where it is untagged), and its frames
+    converted to YUV with the matrix that the reader's were converted from YUV with. A wrong matrix shifts a
+    saturated green by 10-13 grey levels on average. Frames that come as RGB have no matrix to keep: the output is
+    BT.709, tagged, as sRGB pictures are (untagged, a player would guess the matrix by the size; an RGB video's
+    "RGB" matrix would have it show Y, U and V as G, B and R)."""
     source, output = str(tmp_path / "in"), tmp_path / "out.mp4"
     if clip == "image sequence":
         source = numbered_pictures(tmp_path / "frames", range(3), size=(128, 96))
@@ -172,8 +172,8 @@ def test_a_player_shows_the_output_in_the_inputs_colours(tmp_path, clip, colour)
 
 @pytest.mark.parametrize("size,encoded_with,scale", [((1280, 720), 1, 1), ((128, 96), 6, 10)],
                          ids=["HD", "SD stylized at an HD size"])
-def test_an_untagged_video_is_read_as_a_player_shows_it_and_shown_so_at_any_size(tmp_path, size, encoded_with,
-                                                                                  scale):
+def test_an_untagged_video_is_read_as_a_player_shows_it_and_shown_so_at_any_size(
+        tmp_path, size, encoded_with, scale):
     """An untagged video (what FFmpeg writes unless told) is shown with a matrix a player guesses from its size.
     The frames read are what a player shows of the input; the output, tagged with that matrix, is shown as written
     at any size (--content_size may cross the guess's bounds). Read or shown with the other matrix, the clip's
