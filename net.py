@@ -19,7 +19,7 @@ import jittor as jt
 from jittor import nn
 
 import weights
-from cpu_layers import MaxPool2x2, ReflectionPad
+from cpu_layers import Conv3x3, MaxPool2x2, ReflectionPad
 
 # Encoder slices of the normalised VGG: vgg[a:b] maps relu{i-1}_1 to relu{i}_1.
 ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
@@ -38,7 +38,7 @@ MAX_POOL_PIXELS = (2 ** 31 - 1) // 64
 
 
 def _conv3x3(in_channels, out_channels, relu=True):
-    layers = [ReflectionPad(), nn.Conv2d(in_channels, out_channels, 3)]
+    layers = [ReflectionPad(), Conv3x3(in_channels, out_channels)]
     return layers + [nn.ReLU()] if relu else layers
 
 

@@ -375,6 +375,49 @@ def test_float64_cpu_layers_and_their_gradients(shape, layer):
         assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-15, f"{layer} gradient")  # sums of up to 4 terms
 
 
+# Each pair of channel counts of the convolutions that Conv3x3 routes through backward-data convolutions on an
+# AVX-512 CPU, with a bias, at an odd size.
+@pytest.mark.parametrize("channels", [(3, 64), (64, 64), (64, 128), (128, 128), (128, 64), (64, 3)])
+@pytest.mark.parametrize("by_backward_data", [True, False])
+def test_float32_convolution_and_its_gradients_either_way(channels, by_backward_data):
+    """Conv3x3 both ways on any CPU (on its own it takes the backward-data way on AVX-512 CPUs only): its output
+    and the gradients of its input, weight and bias against float64."""
+    rng = np.random.default_rng(6)
+    in_channels, out_channels = channels
+    x = rng.standard_normal((2, in_channels, 13, 10)).astype(np.float32)
+    layer = cpu_layers.Conv3x3(in_channels, out_channels)
+    layer.by_backward_data = by_backward_data
+    jx = jt.array(x)
+    jy = layer(jx)
+    weight = rng.standard_normal(jy.shape).astype(np.float32)
+    ours = [jy] + jt.grad((jy * jt.array(weight)).sum(), [jx, layer.weight, layer.bias])
+    tx, tw, tb = (torch.from_numpy(a).double().requires_grad_() for a in (x, layer.weight.numpy(), layer.bias.numpy()))
+    ty = torch.nn.functional.conv2d(tx, tw, tb)
+    (ty * torch.from_numpy(weight).double()).sum().backward()
+    truth = [ty.detach(), tx.grad, tw.grad, tb.grad]
+    for name, a, b in zip(("output", "input gradient", "weight gradient", "bias gradient"), ours, truth):
+        assert_close(a.numpy(), b.numpy(), 1e-5, name)
+
+
+@pytest.mark.parametrize("flags, max_isa, picks", [
+    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"}, None, True),
+    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"}, "avx512_core_bf16", True),
+    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"}, "AVX2", False),
+    ({"avx2", "fma"}, None, False),
+])
+def test_which_cpus_get_the_backward_data_convolutions(flags, max_isa, picks, monkeypatch):
+    """Up to 128 channels, on CPUs where oneDNN 2.2 would run its brgemm kernels (AVX-512, not capped)."""
+    monkeypatch.setattr(cpu_layers, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if max_isa:
+        monkeypatch.setenv("DNNL_MAX_CPU_ISA", max_isa)
+    routes = [(layer.in_channels, layer.out_channels, layer.by_backward_data)
+              for layer in list(net.make_vgg()) + list(net.make_decoder()) if isinstance(layer, cpu_layers.Conv3x3)]
+    assert len(routes) == 25
+    assert all(route == (max(c_in, c_out) <= 128 and picks) for c_in, c_out, route in routes)
+    assert sum(route for *_, route in routes) == (8 if picks else 0)
+
+
 def adam_updates(optimizer_step, params, grads, steps=3):
     """Parameter changes after `steps` Adam steps that all see the gradients `grads`."""
     before = [p.copy() for p in params]
@@ -419,8 +462,7 @@ def test_float32_adam_update_rule():
 
 
 def cpu_has_avx512():
-    with open("/proc/cpuinfo") as f:
-        return " avx512f " in f.read().replace("\n", " ")
+    return "avx512f" in cpu_layers.cpu_flags()
 
 
 # ---------------------------------------------------------------- float16 (--half), on the GPU
