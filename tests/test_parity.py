@@ -399,10 +399,13 @@ def test_float32_convolution_and_its_gradients_either_way(channels, by_backward_
         assert_close(a.numpy(), b.numpy(), 1e-5, name)
 
 
+AVX512_FLAGS = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"}
+
+
 @pytest.mark.parametrize("flags, max_isa, picks", [
-    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"}, None, True),
-    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"}, "avx512_core_bf16", True),
-    ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"}, "AVX2", False),
+    (AVX512_FLAGS, None, True),
+    (AVX512_FLAGS, "avx512_core_bf16", True),
+    (AVX512_FLAGS, "AVX2", False),
     ({"avx2", "fma"}, None, False),
 ])
 def test_which_cpus_get_the_backward_data_convolutions(flags, max_isa, picks, monkeypatch):
