@@ -1,5 +1,5 @@
-"""The encoder's and decoder's layers where Jittor's CPU kernels are slow: reflection padding and max pooling as
-multi-threaded C++, and 3×3 convolutions on AVX-512 CPUs routed to faster oneDNN kernels (`Conv3x3`).
+"""The layers where Jittor's CPU kernels are slow: reflection padding and max pooling as multi-threaded C++, and
+convolutions whose forward pass gets the oneDNN kernels that PyTorch's gets (`Conv2d`).
 
 Jittor generates its CPU kernels for padding and pooling (an index expression per pixel) without OpenMP,
 so they run on one core while the convolutions use all of them: 7–12% of a training
@@ -13,11 +13,10 @@ import os
 
 import backend  # noqa: F401  (prepares Jittor's environment before its first import)
 import jittor as jt
+import jittor_utils
 from jittor import nn
 
 MKL_OPS = jt.compile_extern.mkl_ops  # Jittor's oneDNN operators (None where Jittor runs without oneDNN)
-AVX512_CORE = {"avx512f", "avx512bw", "avx512vl", "avx512dq"}
-BACKWARD_DATA_MAX_CHANNELS = 128  # see Conv3x3
 
 # One pixel of reflection padding: row and column -1 take 1, H takes H - 2.
 PAD_FORWARD = """
@@ -101,6 +100,47 @@ POOL_BACKWARD = """
 """
 
 
+# One convolution without padding at stride 1: in0 the input (N, C, H, W), in1 the weight (O, C, KH, KW), out
+# (N, O, H - KH + 1, W - KW + 1), all float32. oneDNN 2.2 first gets its choice of formats, as in Jittor's own
+# convolution. Where it chooses channels-last maps (its brgemm kernels, on AVX-512 CPUs), it gets maps in blocks
+# of 16 channels instead (an input of 3 channels stays as it is), on which its direct kernels run, as PyTorch's
+# oneDNN's do. The reordered copies are allocated at each call, as in Jittor's operators (and reused: see
+# backend.keep_freed_memory_for_reuse).
+BLOCKED_CONVOLUTION = """
+    using namespace dnnl;
+    using tag = memory::format_tag;
+    const memory::data_type f32 = memory::data_type::f32;
+    static engine cpu(engine::kind::cpu, 0);
+    stream queue(cpu);
+    const memory::dims source{in0_shape0, in0_shape1, in0_shape2, in0_shape3},
+        weights{in1_shape0, in1_shape1, in1_shape2, in1_shape3}, target{out_shape0, out_shape1, out_shape2, out_shape3};
+    auto convolution = [&](tag source_format, tag target_format) {
+        return convolution_forward::primitive_desc({prop_kind::forward_inference, algorithm::convolution_direct,
+            {source, f32, source_format}, {weights, f32, tag::any}, {target, f32, target_format},
+            {1, 1}, {0, 0}, {0, 0}}, cpu);
+    };
+    auto chosen = convolution(tag::any, tag::any);
+    if (chosen.dst_desc() == memory::desc(target, f32, tag::nhwc))
+        chosen = convolution(in0_shape1 % 16 ? tag::nchw : tag::nChw16c, tag::nChw16c);
+    memory user_source({source, f32, tag::nchw}, cpu, in0_p), user_weights({weights, f32, tag::oihw}, cpu, in1_p),
+        user_target({target, f32, tag::nchw}, cpu, out_p);
+    auto in_format = [&](memory user, const memory::desc& format) {
+        if (user.get_desc() == format) return user;
+        memory copy(format, cpu);
+        reorder(user, copy).execute(queue, user, copy);
+        return copy;
+    };
+    memory conv_source = in_format(user_source, chosen.src_desc());
+    memory conv_weights = in_format(user_weights, chosen.weights_desc());
+    memory conv_target = chosen.dst_desc() == user_target.get_desc() ? user_target : memory(chosen.dst_desc(), cpu);
+    convolution_forward(chosen).execute(queue, {{DNNL_ARG_SRC, conv_source}, {DNNL_ARG_WEIGHTS, conv_weights},
+                                                {DNNL_ARG_DST, conv_target}});
+    if (conv_target != user_target)
+        reorder(conv_target, user_target).execute(queue, conv_target, user_target);
+    queue.wait();
+"""
+
+
 class ReflectionPad(nn.Module):
     """One pixel of reflection padding on each side, as `nn.ReflectionPad2d(1)`."""
 
@@ -132,59 +172,52 @@ class MaxPool2x2(nn.Module):
                        cpu_src=POOL_FORWARD, cpu_grad_src=[POOL_BACKWARD])
 
 
-class _ConvolutionByBackwardData(jt.Function):
-    """A 3×3 convolution without padding, as the backward-data convolution of the kernel flipped and its channels
-    swapped (padding 2: a "full" correlation of a full correlation is the "valid" one); its gradients are the
-    usual backward-data and backward-weights convolutions."""
+@functools.cache
+def onednn_compile_flags():
+    """g++ flags for a kernel that calls Jittor's oneDNN: the one that Jittor's own oneDNN operators are compiled
+    against, which `jittor-offline` put in Jittor's cache (as in Jittor's compile_extern.setup_mkl)."""
+    folder = os.path.join(jittor_utils.home(), ".cache", "jittor", "mkl")
+    root = next(os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                if name.startswith("dnnl") and os.path.isdir(os.path.join(folder, name)))
+    return f'-I"{root}/include" -L"{root}/lib" -lmkldnn'
+
+
+class _BlockedConvolution(jt.Function):
+    """A float32 convolution without padding at stride 1 (`BLOCKED_CONVOLUTION`); its gradients are Jittor's
+    backward-data and backward-weights convolutions, which oneDNN already runs on blocked formats."""
 
     def execute(self, x, weight):
         self.x, self.weight = x, weight
-        flipped = weight.flip([2, 3]).permute(1, 0, 2, 3)
-        return MKL_OPS.mkl_conv_backward_x(flipped, x, x.shape[2] - 2, x.shape[3] - 2, 1, 1, 2, 2, 1, 1)
+        n, _, h, w = x.shape
+        o, _, kh, kw = weight.shape
+        y = jt.code((n, o, h - kh + 1, w - kw + 1), x.dtype, [x, weight], cpu_header="#include <dnnl.hpp>",
+                    cpu_src=BLOCKED_CONVOLUTION)
+        y.compile_options = {f"FLAGS: {onednn_compile_flags()} ": 1}
+        return y
 
     def grad(self, dy):
         dx = MKL_OPS.mkl_conv_backward_x(self.weight, dy, self.x.shape[2], self.x.shape[3], 1, 1, 0, 0, 1, 1)
-        dw = MKL_OPS.mkl_conv_backward_w(self.x, dy, 3, 3, 1, 1, 0, 0, 1, 1)
+        dw = MKL_OPS.mkl_conv_backward_w(self.x, dy, self.weight.shape[2], self.weight.shape[3], 1, 1, 0, 0, 1, 1)
         return dx, dw
 
 
-@functools.cache
-def cpu_flags():
-    """The CPU's feature flags, as Linux lists them (an empty set where it does not)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return frozenset(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
-    except OSError:
-        return frozenset()
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d(in_channels, out_channels, kernel_size)` (no padding, stride 1), whose float32 forward pass on the
+    CPU runs on the oneDNN kernels that PyTorch's runs on (`BLOCKED_CONVOLUTION`).
 
-
-def onednn_picks_brgemm(flags, max_isa):
-    """Whether Jittor's oneDNN (2.2) runs float32 convolutions on its AVX-512 brgemm kernels: on a CPU with
-    AVX-512 (its avx512_core: F, BW, VL, DQ) unless DNNL_MAX_CPU_ISA (`max_isa`) caps it below that."""
-    allowed = max_isa is None or max_isa.upper() == "ALL" or max_isa.upper().startswith("AVX512_CORE")
-    return MKL_OPS is not None and allowed and AVX512_CORE <= flags
-
-
-class Conv3x3(nn.Conv2d):
-    """`nn.Conv2d(in_channels, out_channels, 3)`, faster on AVX-512 CPUs up to 128 channels.
-
-    There Jittor's oneDNN 2.2 runs a float32 convolution on its brgemm kernels, which want
-    channels-last maps: it reorders the input and the output around them, and its reorder back
-    is slow. On an Intel Xeon (2 cores) a 64→64 convolution at 256×256 took 32 ms (the output's
-    reorder 11 ms) against PyTorch's 17. The same sums computed as a backward-data convolution
-    (`_ConvolutionByBackwardData`) run on oneDNN's blocked kernels, as PyTorch's do: 17 ms.
-    From 256 channels up the brgemm kernels are the faster (17 against 18 ms at 66×66), and
-    without AVX-512 oneDNN runs the blocked kernels anyway: there, and on a GPU or in float64,
-    this is Jittor's convolution.
+    Jittor's own forward convolution lets oneDNN 2.2 choose the memory formats, and on AVX-512 CPUs it chooses
+    channels-last maps for its brgemm kernels, whose reorders around them are slow. On an Intel Xeon (2 cores),
+    at 256×256, a 64→64 convolution took 32 ms, PyTorch's 17 and this one 17; 3→64 took 16 ms, PyTorch's 2.5
+    and this one 1.8; and the MCC module's 512→512 1×1 convolutions spent 5 ms in a slow reorder of their
+    weights at each call. On other CPUs oneDNN chooses blocked formats anyway. On a GPU, in float64 (which oneDNN
+    does not compute) or where Jittor runs without oneDNN (use_mkl=0), this is Jittor's convolution.
     """
 
-    def __init__(self, in_channels, out_channels):
-        super().__init__(in_channels, out_channels, 3)
-        self.by_backward_data = (max(in_channels, out_channels) <= BACKWARD_DATA_MAX_CHANNELS
-                                 and onednn_picks_brgemm(cpu_flags(), os.environ.get("DNNL_MAX_CPU_ISA")))
+    def __init__(self, in_channels, out_channels, kernel_size):
+        super().__init__(in_channels, out_channels, kernel_size)
 
     def execute(self, x):
-        if jt.flags.use_cuda or x.dtype != "float32" or not self.by_backward_data:
+        if jt.flags.use_cuda or x.dtype != "float32" or MKL_OPS is None:
             return super().execute(x)
-        y = _ConvolutionByBackwardData.apply(x, self.weight)
+        y = _BlockedConvolution.apply(x, self.weight)
         return y + self.bias.broadcast(y.shape, [0, 2, 3])

@@ -19,7 +19,7 @@ import jittor as jt
 from jittor import nn
 
 import weights
-from cpu_layers import Conv3x3, MaxPool2x2, ReflectionPad
+from cpu_layers import Conv2d, MaxPool2x2, ReflectionPad
 
 # Encoder slices of the normalised VGG: vgg[a:b] maps relu{i-1}_1 to relu{i}_1.
 ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
@@ -38,7 +38,7 @@ MAX_POOL_PIXELS = (2 ** 31 - 1) // 64
 
 
 def _conv3x3(in_channels, out_channels, relu=True):
-    layers = [ReflectionPad(), Conv3x3(in_channels, out_channels)]
+    layers = [ReflectionPad(), Conv2d(in_channels, out_channels, 3)]
     return layers + [nn.ReLU()] if relu else layers
 
 
@@ -61,7 +61,7 @@ class NearestUpsample2x(nn.Module):
 
 def make_vgg():
     """All 53 modules of the normalised VGG-19, so that `vgg_normalised.pth` loads strictly."""
-    layers = [nn.Conv2d(3, 3, 1)]
+    layers = [nn.Conv2d(3, 3, 1)]  # not cpu_layers.Conv2d: its blocked maps pad 3 channels to 16, 1.7× slower at 1080p
     layers += _conv3x3(3, 64) + _conv3x3(64, 64) + _maxpool()
     layers += _conv3x3(64, 128) + _conv3x3(128, 128) + _maxpool()
     layers += _conv3x3(128, 256) + _conv3x3(256, 256) + _conv3x3(256, 256) + _conv3x3(256, 256) + _maxpool()
@@ -166,10 +166,10 @@ class MCCNet(nn.Module):
 
     def __init__(self, in_dim):
         super().__init__()
-        self.f = nn.Conv2d(in_dim, in_dim, 1)
-        self.g = nn.Conv2d(in_dim, in_dim, 1)
-        self.h = nn.Conv2d(in_dim, in_dim, 1)  # unused, as in the original; the checkpoint has it
-        self.out_conv = nn.Conv2d(in_dim, in_dim, 1)
+        self.f = Conv2d(in_dim, in_dim, 1)
+        self.g = Conv2d(in_dim, in_dim, 1)
+        self.h = Conv2d(in_dim, in_dim, 1)  # unused, as in the original; the checkpoint has it
+        self.out_conv = Conv2d(in_dim, in_dim, 1)
         self.fc = nn.Linear(in_dim, in_dim)
 
     def style_vector(self, style_feat):

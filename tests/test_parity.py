@@ -12,6 +12,7 @@ Two kinds of proof:
 import contextlib
 import copy
 import os
+import re
 import subprocess
 import sys
 
@@ -375,18 +376,19 @@ def test_float64_cpu_layers_and_their_gradients(shape, layer):
         assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-15, f"{layer} gradient")  # sums of up to 4 terms
 
 
-# Each pair of channel counts of the convolutions that Conv3x3 routes through backward-data convolutions on an
-# AVX-512 CPU, with a bias, at an odd size.
-@pytest.mark.parametrize("channels", [(3, 64), (64, 64), (64, 128), (128, 128), (128, 64), (64, 3)])
-@pytest.mark.parametrize("by_backward_data", [True, False])
-def test_float32_convolution_and_its_gradients_either_way(channels, by_backward_data):
-    """Conv3x3 both ways on any CPU (on its own it takes the backward-data way on AVX-512 CPUs only): its output
-    and the gradients of its input, weight and bias against float64."""
+# (in channels, out channels, kernel size) of each kind of cpu_layers.Conv2d in the network: the encoder's and
+# decoder's 3×3 convolutions and the MCC module's 1×1.
+CONVOLUTIONS = [(3, 64, 3), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3), (256, 512, 3),
+                (512, 512, 3), (512, 256, 3), (256, 128, 3), (128, 64, 3), (64, 3, 3), (512, 512, 1)]
+
+
+@pytest.mark.parametrize("in_channels, out_channels, kernel_size", CONVOLUTIONS)
+def test_float32_convolution_and_its_gradients(in_channels, out_channels, kernel_size):
+    """cpu_layers.Conv2d (on the CPU, its blocked oneDNN convolution), with a bias, at an odd size: its output and
+    the gradients of its input, weight and bias against float64."""
     rng = np.random.default_rng(6)
-    in_channels, out_channels = channels
     x = rng.standard_normal((2, in_channels, 13, 10)).astype(np.float32)
-    layer = cpu_layers.Conv3x3(in_channels, out_channels)
-    layer.by_backward_data = by_backward_data
+    layer = cpu_layers.Conv2d(in_channels, out_channels, kernel_size)
     jx = jt.array(x)
     jy = layer(jx)
     weight = rng.standard_normal(jy.shape).astype(np.float32)
@@ -399,29 +401,30 @@ def test_float32_convolution_and_its_gradients_either_way(channels, by_backward_
         assert_close(a.numpy(), b.numpy(), 1e-5, name)
 
 
-AVX512_FLAGS = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"}
+ONEDNN_FORMATS = """import sys
+sys.path.insert(0, {repo!r})
+import backend, cpu_layers, jittor as jt
+for c_in, c_out, kernel_size in {convolutions}:
+    cpu_layers.Conv2d(c_in, c_out, kernel_size)(jt.ones((1, c_in, 20, 20))).sync()
+"""
 
 
-@pytest.mark.parametrize("flags, max_isa, picks", [
-    (AVX512_FLAGS, None, True),
-    (AVX512_FLAGS, "avx512_core_bf16", True),
-    (AVX512_FLAGS, "AVX2", False),
-    ({"avx2", "fma"}, None, False),
-])
-def test_which_cpus_get_the_backward_data_convolutions(flags, max_isa, picks, monkeypatch):
-    """Up to 128 channels, on CPUs where oneDNN 2.2 would run its brgemm kernels (AVX-512, not capped)."""
+def test_float32_convolutions_run_on_blocked_formats():
+    """oneDNN's log of the forward convolutions that cpu_layers.Conv2d ran: each on blocked maps, not on
+    channels-last ones (which Jittor's own convolution gets on AVX-512 CPUs, much slower)."""
     if cpu_layers.MKL_OPS is None:
-        pytest.skip("Jittor runs without oneDNN here (use_mkl=0, as in tests/gpu_check.sh): it has no CPU "
-                    "convolutions to route")
-    monkeypatch.setattr(cpu_layers, "cpu_flags", lambda: frozenset(flags))
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    if max_isa:
-        monkeypatch.setenv("DNNL_MAX_CPU_ISA", max_isa)
-    routes = [(layer.in_channels, layer.out_channels, layer.by_backward_data)
-              for layer in list(net.make_vgg()) + list(net.make_decoder()) if isinstance(layer, cpu_layers.Conv3x3)]
-    assert len(routes) == 25
-    assert all(route == (max(c_in, c_out) <= 128 and picks) for c_in, c_out, route in routes)
-    assert sum(route for *_, route in routes) == (8 if picks else 0)
+        pytest.skip("Jittor runs without oneDNN here (use_mkl=0, as in tests/gpu_check.sh): cpu_layers.Conv2d "
+                    "is Jittor's own convolution")
+    script = ONEDNN_FORMATS.format(repo=REPO, convolutions=CONVOLUTIONS)
+    result = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, DNNL_VERBOSE="1"),
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [line for line in result.stdout.splitlines() if line.startswith("dnnl_verbose,exec,cpu,convolution,")]
+    assert len(runs) == len(CONVOLUTIONS), result.stdout[-3000:]
+    for line in runs:
+        formats = line.split(",")[6]  # "src_f32::blocked:aBcd16b:f0 wei_f32::… dst_f32::blocked:aBcd16b:f0"
+        source, target = formats.split()[0], formats.split()[-1]
+        assert "acdb" not in source and re.search(r"blocked:aBcd(8|16)b:", target), line
 
 
 def adam_updates(optimizer_step, params, grads, steps=3):
@@ -468,7 +471,8 @@ def test_float32_adam_update_rule():
 
 
 def cpu_has_avx512():
-    return "avx512f" in cpu_layers.cpu_flags()
+    with open("/proc/cpuinfo") as cpuinfo:
+        return "avx512f" in cpuinfo.read().split()
 
 
 # ---------------------------------------------------------------- float16 (--half), on the GPU
