@@ -1,12 +1,13 @@
-"""The layers where Jittor's CPU kernels are slow: reflection padding and max pooling as multi-threaded C++, and
-convolutions whose forward pass gets the oneDNN kernels that PyTorch's gets (`Conv2d`).
+"""The layers where Jittor's CPU kernels are slow: reflection padding, max pooling and ReLU as multi-threaded
+C++, and convolutions whose forward pass gets the oneDNN kernels that PyTorch's gets (`Conv2d`).
 
-Jittor generates its CPU kernels for padding and pooling (an index expression per pixel) without OpenMP,
+Jittor generates its CPU kernels for element-wise ops, padding and pooling without OpenMP,
 so they run on one core while the convolutions use all of them: 7–12% of a training
-step's time on two cores, a growing share on more. Here each is a loop over rows that
-OpenMP shares among the cores, 2–3× faster on two cores, with the same values (the
-padding's gradient may round its sums of up to four terms in another order). On a GPU,
-Jittor's own CUDA kernels run.
+step's time on two cores, a growing share on more. Here each is a loop that OpenMP shares
+among the cores, 2–3× faster on two cores, with the same values (the padding's gradient may
+round its sums of up to four terms in another order). A convolution's bias is added by
+oneDNN inside the convolution, and its gradient summed on every core. On a GPU, Jittor's
+own CUDA kernels run.
 """
 import functools
 import os
@@ -100,6 +101,35 @@ POOL_BACKWARD = """
 """
 
 
+# ReLU as Jittor computes it (x > 0 ? x : 0, so NaN gives 0), and its gradient.
+RELU_FORWARD = """
+    const size_t count = (size_t)in0_shape0 * in0_shape1 * in0_shape2 * in0_shape3;
+    #pragma omp parallel for
+    for (size_t i = 0; i < count; i++) out_p[i] = in0_p[i] > 0 ? in0_p[i] : 0;
+"""
+# The gradient from the output (in0) and its gradient (in1): the output is positive where the input was.
+RELU_BACKWARD = """
+    const size_t count = (size_t)in0_shape0 * in0_shape1 * in0_shape2 * in0_shape3;
+    #pragma omp parallel for
+    for (size_t i = 0; i < count; i++) out_p[i] = in0_p[i] > 0 ? in1_p[i] : 0;
+"""
+# A convolution's bias gradient: the sum of the output's gradient over samples and positions, per channel
+# (accumulated in double).
+BIAS_GRADIENT = """
+    const int samples = in0_shape0, channels = in0_shape1;
+    const size_t positions = (size_t)in0_shape2 * in0_shape3;
+    #pragma omp parallel for
+    for (int c = 0; c < channels; c++) {
+        double sum = 0;
+        for (int n = 0; n < samples; n++) {
+            const in0_type* plane = in0_p + ((size_t)n * channels + c) * positions;
+            for (size_t i = 0; i < positions; i++) sum += plane[i];
+        }
+        out_p[c] = sum;
+    }
+"""
+
+
 # One convolution without padding at stride 1: in0 the input (N, C, H, W), in1 the weight (O, C, KH, KW), out
 # (N, O, H - KH + 1, W - KW + 1), all float32. oneDNN 2.2 first gets its choice of formats, as in Jittor's own
 # convolution. Where it chooses channels-last maps (its brgemm kernels, on AVX-512 CPUs), it gets maps in blocks
@@ -113,17 +143,18 @@ BLOCKED_CONVOLUTION = """
     static engine cpu(engine::kind::cpu, 0);
     stream queue(cpu);
     const memory::dims source{in0_shape0, in0_shape1, in0_shape2, in0_shape3},
-        weights{in1_shape0, in1_shape1, in1_shape2, in1_shape3}, target{out_shape0, out_shape1, out_shape2, out_shape3};
+        weights{in1_shape0, in1_shape1, in1_shape2, in1_shape3}, bias{in2_shape0},
+        target{out_shape0, out_shape1, out_shape2, out_shape3};
     auto convolution = [&](tag source_format, tag target_format) {
         return convolution_forward::primitive_desc({prop_kind::forward_inference, algorithm::convolution_direct,
-            {source, f32, source_format}, {weights, f32, tag::any}, {target, f32, target_format},
+            {source, f32, source_format}, {weights, f32, tag::any}, {bias, f32, tag::x}, {target, f32, target_format},
             {1, 1}, {0, 0}, {0, 0}}, cpu);
     };
     auto chosen = convolution(tag::any, tag::any);
     if (chosen.dst_desc() == memory::desc(target, f32, tag::nhwc))
         chosen = convolution(in0_shape1 % 16 ? tag::nchw : tag::nChw16c, tag::nChw16c);
     memory user_source({source, f32, tag::nchw}, cpu, in0_p), user_weights({weights, f32, tag::oihw}, cpu, in1_p),
-        user_target({target, f32, tag::nchw}, cpu, out_p);
+        user_bias({bias, f32, tag::x}, cpu, in2_p), user_target({target, f32, tag::nchw}, cpu, out_p);
     auto in_format = [&](memory user, const memory::desc& format) {
         if (user.get_desc() == format) return user;
         memory copy(format, cpu);
@@ -134,7 +165,7 @@ BLOCKED_CONVOLUTION = """
     memory conv_weights = in_format(user_weights, chosen.weights_desc());
     memory conv_target = chosen.dst_desc() == user_target.get_desc() ? user_target : memory(chosen.dst_desc(), cpu);
     convolution_forward(chosen).execute(queue, {{DNNL_ARG_SRC, conv_source}, {DNNL_ARG_WEIGHTS, conv_weights},
-                                                {DNNL_ARG_DST, conv_target}});
+                                                {DNNL_ARG_BIAS, user_bias}, {DNNL_ARG_DST, conv_target}});
     if (conv_target != user_target)
         reorder(conv_target, user_target).execute(queue, conv_target, user_target);
     queue.wait();
@@ -155,6 +186,30 @@ class ReflectionPad(nn.Module):
         if jt.flags.use_cuda:
             return self.on_gpu(x)
         return jt.code((n, c, h + 2, w + 2), x.dtype, [x], cpu_src=PAD_FORWARD, cpu_grad_src=[PAD_BACKWARD])
+
+
+class _ReLU(jt.Function):
+    """ReLU whose gradient keeps only its output, so that the convolution's output before it can be freed."""
+
+    def execute(self, x):
+        self.y = jt.code(x.shape, x.dtype, [x], cpu_src=RELU_FORWARD)
+        return self.y
+
+    def grad(self, dy):
+        return jt.code(dy.shape, dy.dtype, [self.y, dy], cpu_src=RELU_BACKWARD)
+
+
+class ReLU(nn.Module):
+    """`nn.ReLU()`, on every core."""
+
+    def __init__(self):
+        super().__init__()
+        self.on_gpu = nn.ReLU()
+
+    def execute(self, x):
+        if jt.flags.use_cuda:
+            return self.on_gpu(x)
+        return _ReLU.apply(x)
 
 
 class MaxPool2x2(nn.Module):
@@ -186,11 +241,11 @@ class _BlockedConvolution(jt.Function):
     """A float32 convolution without padding at stride 1 (`BLOCKED_CONVOLUTION`); its gradients are Jittor's
     backward-data and backward-weights convolutions, which oneDNN already runs on blocked formats."""
 
-    def execute(self, x, weight):
+    def execute(self, x, weight, bias):
         self.x, self.weight = x, weight
         n, _, h, w = x.shape
         o, _, kh, kw = weight.shape
-        y = jt.code((n, o, h - kh + 1, w - kw + 1), x.dtype, [x, weight], cpu_header="#include <dnnl.hpp>",
+        y = jt.code((n, o, h - kh + 1, w - kw + 1), x.dtype, [x, weight, bias], cpu_header="#include <dnnl.hpp>",
                     cpu_src=BLOCKED_CONVOLUTION)
         y.compile_options = {f"FLAGS: {onednn_compile_flags()} ": 1}
         return y
@@ -198,7 +253,8 @@ class _BlockedConvolution(jt.Function):
     def grad(self, dy):
         dx = MKL_OPS.mkl_conv_backward_x(self.weight, dy, self.x.shape[2], self.x.shape[3], 1, 1, 0, 0, 1, 1)
         dw = MKL_OPS.mkl_conv_backward_w(self.x, dy, self.weight.shape[2], self.weight.shape[3], 1, 1, 0, 0, 1, 1)
-        return dx, dw
+        db = jt.code((dy.shape[1],), dy.dtype, [dy], cpu_src=BIAS_GRADIENT)
+        return dx, dw, db
 
 
 class Conv2d(nn.Conv2d):
@@ -219,5 +275,4 @@ class Conv2d(nn.Conv2d):
     def execute(self, x):
         if jt.flags.use_cuda or x.dtype != "float32" or MKL_OPS is None:
             return super().execute(x)
-        y = _BlockedConvolution.apply(x, self.weight)
-        return y + self.bias.broadcast(y.shape, [0, 2, 3])
+        return _BlockedConvolution.apply(x, self.weight, self.bias)

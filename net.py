@@ -19,7 +19,7 @@ import jittor as jt
 from jittor import nn
 
 import weights
-from cpu_layers import Conv2d, MaxPool2x2, ReflectionPad
+from cpu_layers import Conv2d, MaxPool2x2, ReflectionPad, ReLU
 
 # Encoder slices of the normalised VGG: vgg[a:b] maps relu{i-1}_1 to relu{i}_1.
 ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
@@ -39,7 +39,7 @@ MAX_POOL_PIXELS = (2 ** 31 - 1) // 64
 
 def _conv3x3(in_channels, out_channels, relu=True):
     layers = [ReflectionPad(), Conv2d(in_channels, out_channels, 3)]
-    return layers + [nn.ReLU()] if relu else layers
+    return layers + [ReLU()] if relu else layers
 
 
 def _maxpool():

@@ -354,15 +354,16 @@ def test_float32_nearest_upsampling_and_its_gradient():
 # Sides 2 and 3, where the padding's reflected rows and columns meet, and odd sides, where the
 # pool's last window is cut; 4 × 16 planes of 33 rows give every thread rows of several planes.
 @pytest.mark.parametrize("shape", [(1, 2, 2, 2), (1, 2, 3, 3), (2, 3, 2, 5), (2, 3, 9, 8), (4, 16, 33, 31)])
-@pytest.mark.parametrize("layer", ["ReflectionPad", "MaxPool2x2"])
+@pytest.mark.parametrize("layer", ["ReflectionPad", "MaxPool2x2", "ReLU"])
 def test_float64_cpu_layers_and_their_gradients(shape, layer):
-    """The multi-threaded padding and pooling against PyTorch's, with ties in every pool window
-    (small integers): the gradient must go to the same pixel of a window as in PyTorch."""
+    """The multi-threaded padding, pooling and ReLU against PyTorch's, with ties in every pool window
+    and zeros (small integers): the gradient must go to the same pixel of a window as in PyTorch,
+    and ReLU's be 0 at 0 as there."""
     rng = np.random.default_rng(5)
-    x = rng.integers(0, 3, shape).astype(np.float64)
+    x = rng.integers(-1, 3, shape).astype(np.float64)
     ours = getattr(cpu_layers, layer)()
-    original = (torch.nn.ReflectionPad2d(1) if layer == "ReflectionPad"
-                else torch.nn.MaxPool2d(2, 2, 0, ceil_mode=True))
+    original = {"ReflectionPad": torch.nn.ReflectionPad2d(1), "MaxPool2x2": torch.nn.MaxPool2d(2, 2, 0, ceil_mode=True),
+                "ReLU": torch.nn.ReLU()}[layer]
     with float64():
         jx = jt.array(x)
         jy = ours(jx)
