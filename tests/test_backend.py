@@ -190,8 +190,8 @@ def stand_in_pip_cuda13(site):
     return nvcc
 
 
-@pytest.mark.skipif(not os.path.exists(CUDA_TOOLKIT), reason=f"no CUDA toolkit at {CUDA_TOOLKIT}: Jittor's CUDA "
-                                                              "build cannot be compiled on this machine")
+@pytest.mark.skipif(not os.path.exists(CUDA_TOOLKIT),
+                    reason=f"no CUDA toolkit at {CUDA_TOOLKIT}: Jittor's CUDA build cannot be compiled on this machine")
 @pytest.mark.skipif(cuda_setup.gpu_present(), reason="this machine has a GPU: its CUDA path is checked for real "
                                                      "(tests/gpu_check.sh)")
 def test_cuda_build_compiles_with_our_set_up_and_a_failing_cuda_falls_back(weight_files, tmp_path):
@@ -248,9 +248,9 @@ def test_graph_api_convolutions_compile_against_cudnn_9(tmp_path):
     library, and once per data type as its JIT code (Jittor's formats and types substituted)."""
     copy = os.path.join(cuda_setup.adapted_jittor("graph"), "jittor")
     nvcc = cuda_setup.find_nvcc()
-    includes = [os.path.join(copy, *folder) for folder in (["src"], ["extern", "cuda", "inc"],
-                                                          ["extern", "cuda", "cudnn", "inc"],
-                                                          ["extern", "cuda", "cudnn", "ops"])]
+    folders = (["src"], ["extern", "cuda", "inc"], ["extern", "cuda", "cudnn", "inc"],
+               ["extern", "cuda", "cudnn", "ops"])
+    includes = [os.path.join(copy, *folder) for folder in folders]
     command = [nvcc, "-x", "cu", "-std=c++17", "-c", "-DHAS_CUDA", "-include", "helper_string.h",
                *cuda_setup.CUDA13_FLAGS.split(), *(f"-I{folder}" for folder in includes + [real_cudnn_9_include()])]
     builds = {"op library": [], "float32 JIT": ["-DJIT", "-DJIT_cuda", "-DTx=float", "-DTw=float", "-DTy=float"],
@@ -323,8 +323,8 @@ def test_jittors_nccl_ops_compile_against_pip_nccl(tmp_path):
     float32 JIT code (Jittor's type substitution done here)."""
     copy = os.path.join(cuda_setup.adapted_jittor(), "jittor")
     nccl = os.path.join(copy, "extern", "cuda", "nccl")
-    includes = [os.path.join(copy, *folder) for folder in (["src"], ["extern", "cuda", "inc"], ["extern", "mpi", "inc"],
-                                                          ["extern", "cuda", "nccl", "inc"])]
+    folders = (["src"], ["extern", "cuda", "inc"], ["extern", "mpi", "inc"], ["extern", "cuda", "nccl", "inc"])
+    includes = [os.path.join(copy, *folder) for folder in folders]
     mpi_flags = subprocess.run(["mpicc", "--showme:compile"], capture_output=True, text=True, check=True).stdout
     command = [cuda_setup.find_nvcc(), "-x", "cu", "-std=c++17", "-c", "-DHAS_CUDA", "-include", "helper_string.h",
                *cuda_setup.CUDA13_FLAGS.split(), *mpi_flags.split(),

@@ -148,8 +148,8 @@ def test_pip_cudnn_9_is_found_by_jittor_under_the_names_it_loads(machine, monkey
     for old_name, new_name in cuda_setup.CUDNN8_NAMES.items():
         assert os.path.realpath(search_file([lib], old_name)) == os.path.join(cudnn, "lib", new_name)
     # cuDNN 9 loads its other libraries by their own names from its folder ($ORIGIN): the tree has them.
-    assert os.path.realpath(os.path.join(lib, "libcudnn_graph.so.9")) == os.path.join(cudnn, "lib",
-                                                                                     "libcudnn_graph.so.9")
+    graph = "libcudnn_graph.so.9"
+    assert os.path.realpath(os.path.join(lib, graph)) == os.path.join(cudnn, "lib", graph)
     # The toolkit stays reachable: the runtime Jittor loads, the headers, its other folders, and nvcc itself.
     assert os.path.realpath(os.path.join(lib, "libcudart.so")) == str(machine / "cuda-13.0" / "lib64" / "libcudart.so")
     assert os.path.exists(os.path.join(include, "cuda_runtime.h"))
@@ -225,8 +225,8 @@ def test_pip_cudnn_replaces_a_cudnn_inside_the_toolkit(machine, monkeypatch):
     cudnn = pip_cudnn(machine, monkeypatch)
     environment, _ = cuda_setup.cuda_build_environment(nvcc)
     root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
-    assert os.path.realpath(os.path.join(root, "include", "cudnn_version.h")) == os.path.join(cudnn, "include",
-                                                                                            "cudnn_version.h")
+    header = os.path.join("include", "cudnn_version.h")
+    assert os.path.realpath(os.path.join(root, header)) == os.path.join(cudnn, header)
     assert os.path.realpath(os.path.join(root, "lib64", "libcudnn.so")) == os.path.join(cudnn, "lib", "libcudnn.so.9")
     assert not os.path.exists(os.path.join(root, "lib64", "libcudnn.so.8"))
 
@@ -245,8 +245,8 @@ def test_cuda_12_with_a_cudnn_8_that_jittor_finds_uses_it_where_it_is(machine, m
     environment, _ = cuda_setup.cuda_build_environment(nvcc)
     root = os.path.dirname(os.path.dirname(environment["nvcc_path"]))
     assert root.startswith(cuda_setup.CACHE) and environment["nccl_lib_path"] == os.path.join(root, "lib64")
-    assert os.path.realpath(os.path.join(root, "lib64", "libcudnn.so")).startswith(os.path.join(home, "lib64",
-                                                                                               "libcudnn.so"))
+    library = os.path.join("lib64", "libcudnn.so")
+    assert os.path.realpath(os.path.join(root, library)).startswith(os.path.join(home, library))
 
 
 def test_jittors_own_cuda_comes_first_as_in_jittor(machine, monkeypatch):
@@ -272,8 +272,8 @@ def test_pip_cuda_13_is_joined_with_pip_cudnn_under_the_names_jittor_loads(machi
     for name in cuda_setup.JITTOR_LIBRARIES:
         assert os.path.exists(search_file([include], f"{name}.h"))
         assert os.path.realpath(search_file([lib], f"lib{name}.so")).startswith(os.path.join(pip_lib, f"lib{name}.so."))
-    assert os.path.realpath(search_file([lib], "libcublasLt.so", (13, 0, 88))) == os.path.join(pip_lib,
-                                                                                             "libcublasLt.so.13")
+    cublas = search_file([lib], "libcublasLt.so", (13, 0, 88))
+    assert os.path.realpath(cublas) == os.path.join(pip_lib, "libcublasLt.so.13")
     assert os.path.realpath(search_file([lib], "libcudnn.so")) == os.path.join(cudnn, "lib", "libcudnn.so.9")
     assert os.path.exists(os.path.join(lib, "libnvrtc.so.13"))  # cuDNN 9 opens NVRTC from its own folder
     assert os.path.isdir(os.path.join(root, "nvvm", "bin"))
@@ -336,8 +336,8 @@ def test_make_setup_installs_what_the_gpu_needs(machine, monkeypatch, capsys):
         monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: fake_toolkit(str(machine / release), release))
         major = release.split(".")[0]
         assert cuda_setup.requirements_files() == [f"requirements-cuda{major}.txt"]
-        assert pins(f"requirements-cuda{major}.txt") == [f"nvidia-cudnn-cu{major}==9.20.0.48",
-                                                          f"nvidia-nccl-cu{major}==2.29.7"]
+        expected = [f"nvidia-cudnn-cu{major}==9.20.0.48", f"nvidia-nccl-cu{major}==2.29.7"]
+        assert pins(f"requirements-cuda{major}.txt") == expected
     assert pins(cuda_setup.PIP_TOOLKIT) == [
         "cuda-toolkit[nvcc,cudart,crt,nvvm,cccl,cublas,curand,cufft,cusparse]==13.0.3"]
     both = ["requirements-cuda13.txt", cuda_setup.PIP_TOOLKIT]

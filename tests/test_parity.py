@@ -505,8 +505,9 @@ def psnr(a, b):
     return 10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2))
 
 
-@pytest.mark.skipif(not jt.flags.use_cuda, reason="float16 (--half) runs on the GPU only: run the tests with "
-                                                   "--use_cuda 1 on a GPU machine (tests/gpu_check.sh)")
+@pytest.mark.skipif(not jt.flags.use_cuda,
+                    reason="float16 (--half) runs on the GPU only: run the tests with --use_cuda 1 on a GPU machine "
+                           "(tests/gpu_check.sh)")
 @pytest.mark.parametrize("photo", ["chelsea.jpg", "coffee.jpg"])
 def test_half_is_as_close_to_float32_as_float16_storage_allows(oracle64, weight_files, photo):
     """test_video.py --half against float32 on a real photo and style, 512×384.
