@@ -17,7 +17,8 @@ Under `mpirun -np N` each rank trains on its own --batch_size images of every gl
 and Jittor averages the gradients: an update equals one process's with a batch of
 N × --batch_size, and so do the losses logged. Rank 0 alone writes checkpoints and logs. A run
 may resume with another number of ranks: the streams continue where they stopped, with the
-new global batch.
+new global batch. Every rank reads the checkpoint from --save_dir, which must be the same
+folder for all (shared among the nodes of a cluster).
 
 A run whose loss becomes infinite or NaN (a learning rate too high) stops at that iteration
 with one line naming the last checkpoint, before it writes checkpoints that --resume would take.
@@ -239,9 +240,33 @@ def resume(choice, folder, decoder, mcc_module, optimizer):
         m.update(jt.array(state[f"m.{i}"]))
         v.update(jt.array(state[f"v.{i}"]))
     optimizer.n_step = int(state["n_step"])
+    iteration, samples = int(state["iteration"]), int(state["samples"])
+    check_same_checkpoint_on_every_rank(iteration, samples)
     if is_main_rank():
         print(f"resuming from {state_path}", file=sys.stderr)
-    return int(state["iteration"]), int(state["samples"])
+    return iteration, samples
+
+
+def check_same_checkpoint_on_every_rank(iteration, samples):
+    """Under MPI every rank reads --save_dir itself. Ranks that found different checkpoints (a folder on each
+    node's own disk, where only rank 0's gets new ones) would start from different weights, and the rank with
+    more iterations to run would wait at its end for the others, forever. Rank 0 ends the job instead, with one
+    line; the other ranks wait for that end."""
+    if not jt.in_mpi:
+        return
+    # Each rank's row, summed over the ranks: every rank gets all rows. float64, which Jittor's MPI passes exactly
+    # (its int64 is sent as another MPI type).
+    found = np.zeros((world_size(), 2))
+    found[rank()] = iteration, samples
+    found = jt.array(found).mpi_all_reduce("add").numpy().astype(int)
+    if (found == found[0]).all():
+        return
+    if not is_main_rank():
+        while True:
+            time.sleep(60)  # until mpirun ends this rank, as it does all ranks when rank 0 fails
+    others = [f"rank {r} at iteration {i} ({s} samples)" for r, (i, s) in enumerate(found) if (i, s) != tuple(found[0])]
+    raise UserError(f"--resume: rank 0 found a checkpoint at iteration {found[0, 0]} ({found[0, 1]} samples), "
+                    f"{', '.join(others)}: every rank must read the same --save_dir (a folder that all nodes share)")
 
 
 def remove_stale_temporaries(folder):

@@ -133,21 +133,27 @@ def run_script(script, *argv, **kwargs):
 
 
 def mpirun(ranks, script, *argv, timeout=300, **kwargs):
-    """Run `python script argv…` on `ranks` OpenMPI processes on this machine; a test failure after `timeout` s.
+    """Run `python script argv…` on `ranks` OpenMPI processes on this machine; a test failure after `timeout` s."""
+    return mpirun_each([[script, *argv]] * ranks, timeout, **kwargs)
+
+
+def mpirun_each(commands, timeout=300, **kwargs):
+    """Run one OpenMPI process per command, `python command…` (mpirun's `-np 1 … : -np 1 …` form, where ranks
+    differ as the nodes of a cluster may); a test failure after `timeout` s.
 
     A job that runs past it gets SIGTERM, on which mpirun ends its ranks. SIGKILL (subprocess.run's timeout)
     would leave the ranks running, and Jittor's SIGCHLD handler would end the whole test session, silently.
     """
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    job = subprocess.Popen([MPIRUN, *root, "--oversubscribe", "-np", str(ranks), sys.executable, script,
-                            *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                           **kwargs)
+    ranks = [[":", "-np", "1", sys.executable, *map(str, command)] for command in commands]
+    job = subprocess.Popen([MPIRUN, *root, "--oversubscribe", *sum(ranks, [])[1:]], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=REPO, **kwargs)
     try:
         stdout, stderr = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         job.terminate()
         stderr = job.communicate()[1]
-        pytest.fail(f"mpirun {script} ran past {timeout} s (a hang?); its stderr ends: {stderr[-2000:]}")
+        pytest.fail(f"mpirun {commands[0][0]} ran past {timeout} s (a hang?); its stderr ends: {stderr[-2000:]}")
     return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 

@@ -23,7 +23,7 @@ import train
 import transformer
 import weights
 from cli import UserError
-from conftest import REPO, load_jittor_models, mpirun, needs_mpi, run_script
+from conftest import REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi, run_script
 
 
 def write_images(folder, names, size=(40, 30), seed=0):
@@ -472,6 +472,26 @@ def test_an_error_on_one_rank_ends_the_job_in_seconds(trained, weight_files, tmp
     result = mpirun(2, "train.py", *argv, timeout=MPI_TIMEOUT)
     assert result.returncode != 0 and time.time() - start < 60
     assert f"error: --save_dir {blocked / 'models'}: cannot write there (Not a directory)" in result.stderr
+
+
+@needs_mpi
+def test_ranks_that_resume_different_checkpoints_end_the_job_in_one_line(trained, weight_files, tmp_path):
+    """A --save_dir on each node's own disk: rank 1 finds an older checkpoint than rank 0 (only rank 0 writes new
+    ones). It would start from other weights, train two iterations more, and then wait for rank 0 forever."""
+    node_0, node_1 = tmp_path / "node_0", tmp_path / "node_1"
+    shutil.copytree(trained["straight"] / "models", node_0)
+    node_1.mkdir()
+    for name in ("decoder_iter_2.pkl", "mcc_module_iter_2.pkl", "state_iter_2.pkl"):
+        shutil.copy(node_0 / name, node_1 / name)
+    commands = [["train.py", *train_argv(weight_files, trained["data"], save_dir, tmp_path / f"logs_{rank}",
+                                         "--batch_size", "1", "--max_iter", "6", "--resume")]
+                for rank, save_dir in enumerate((node_0, node_1))]
+    start = time.time()
+    result = mpirun_each(commands, timeout=MPI_TIMEOUT)
+    assert result.returncode != 0 and time.time() - start < 60
+    assert ("error: --resume: rank 0 found a checkpoint at iteration 4 (4 samples), rank 1 at iteration 2 "
+            "(2 samples): every rank must read the same --save_dir (a folder that all nodes share)\n") in result.stderr
+    assert not (node_0 / "state_iter_6.pkl").exists()
 
 
 @pytest.mark.parametrize("failure", ["raise cli.UserError('no data')", "raise RuntimeError('a bug')"])
