@@ -101,7 +101,9 @@ POOL_BACKWARD = """
 """
 
 
-# ReLU as Jittor computes it (x > 0 ? x : 0, so NaN gives 0), and its gradient.
+# ReLU as Jittor writes it (x > 0 ? x : 0), and its gradient. What NaN gives is up to the compiler, since Jittor
+# compiles its kernels with -Ofast (-ffinite-math-only): built by gcc 12 on an Intel Xeon, this loop passes NaN on
+# (as PyTorch's ReLU does), and Jittor's own fused ReLU turns it into 0. train.py checks the weights for NaN.
 RELU_FORWARD = """
     const size_t count = (size_t)in0_shape0 * in0_shape1 * in0_shape2 * in0_shape3;
     #pragma omp parallel for

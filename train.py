@@ -20,8 +20,9 @@ may resume with another number of ranks: the streams continue where they stopped
 new global batch. Every rank reads the checkpoint from --save_dir, which must be the same
 folder for all (shared among the nodes of a cluster).
 
-A run whose loss becomes infinite or NaN (a learning rate too high) stops at that iteration
-with one line naming the last checkpoint, before it writes checkpoints that --resume would take.
+A run whose loss or weights become infinite or NaN (a learning rate too high) stops at that
+iteration with one line naming the last checkpoint, before it writes checkpoints that --resume
+would take.
 """
 import contextlib
 import csv
@@ -50,6 +51,7 @@ from cli import ArgumentParser, UserError, run, write_atomically, writable_folde
 
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)
+SQUARES = "sum of squared parameters"
 
 
 def parse_args(argv=None):
@@ -130,7 +132,8 @@ def noise_for(seed, iteration, first_sample, shape):
 
 
 def train_step(network, optimizer, content, style, noise, content_weight, style_weight):
-    """One optimisation step; returns the loss terms and weighted total of the global batch as floats.
+    """One optimisation step; returns the loss terms and weighted total of the global batch as floats, and the sum
+    of the squared parameters after the step (`SQUARES`).
 
     The TV loss is a sum over the batch (the others are means): under MPI, where the
     gradients are averaged over ranks, it is weighted by the number of ranks so that an
@@ -148,19 +151,23 @@ def train_step(network, optimizer, content, style, noise, content_weight, style_
     # The whole step in one execution, then the values: with the values gathered and fetched first, the first
     # step of a process rounded otherwise than later ones did, and a resumed run drifted from an uninterrupted one.
     jt.sync_all()
-    values = jt.concat([value.reshape((1,)) for value in [*losses.values(), total]])
+    # inf or NaN as soon as one parameter is. A NaN weight need not reach the loss: Jittor's own ReLU (the GPU's)
+    # turns NaN into 0, and a layer of NaN weights behind it then trained on silently, into the checkpoints.
+    squares = net.total([(param * param).sum() for param in optimizer.param_groups[0]["params"]])
+    values = jt.concat([value.reshape((1,)) for value in [*losses.values(), total, squares]])
     if jt.in_mpi:
         values = values.mpi_all_reduce("mean")
-    return dict(zip([*losses, "total"], values.numpy().tolist()))
+    return dict(zip([*losses, "total", SQUARES], values.numpy().tolist()))
 
 
 def check_finite(values, iteration, save_dir):
-    """Stop a diverged run (a loss term inf or NaN) before it writes checkpoints that --resume would take."""
+    """Stop a diverged run (a loss term or a parameter inf or NaN) before it writes checkpoints that --resume
+    would take."""
     bad = [f"{name} {value}" for name, value in values.items() if not math.isfinite(value)]
     if bad:
         earlier = complete_checkpoints(save_dir)
         restart = f"--resume {earlier[0]}" if earlier else "a fresh start"
-        raise UserError(f"iteration {iteration}: the loss diverged ({', '.join(bad)}); no checkpoint was written "
+        raise UserError(f"iteration {iteration}: training diverged ({', '.join(bad)}); no checkpoint was written "
                         f"for it; try {restart} with a lower --lr")
 
 

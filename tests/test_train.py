@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cpu_layers
 import net
 import sampler
 import test_video
@@ -350,16 +351,45 @@ def test_sigterm_ends_a_run_in_one_line_and_leaves_no_temporary(trained, weight_
 
 
 def test_a_diverged_run_stops_in_one_line_before_its_checkpoint(trained, weight_files, tmp_path, run_main):
-    """A learning rate far too large: the first update throws the weights to ±lr, the next loss overflows."""
+    """A learning rate far too large: the first update throws the weights to ±lr, and the next loss overflows.
+    The squares of the weights overflow at once, so the run stops before it writes those weights (it used to
+    write them, and to propose resuming from them)."""
     save = tmp_path / "models"
     argv = train_argv(weight_files, trained["data"], save, tmp_path / "logs", "--batch_size", "1",
                       "--max_iter", "10", "--save_model_interval", "1", "--lr", "1e30")
     code, lines = run_main(train, *argv)
     assert code == 1 and len(lines) == 1, lines
-    assert lines[0].startswith("error: iteration 2: the loss diverged (") and "nan" in lines[0]
-    assert lines[0].endswith(f"try --resume {save / 'state_iter_1.pkl'} with a lower --lr")
-    assert train.complete_checkpoints(str(save)) == [str(save / "state_iter_1.pkl")]
-    assert len((tmp_path / "logs" / "losses.csv").read_text().splitlines()) == 2  # the header and iteration 1
+    assert lines[0] == (f"error: iteration 1: training diverged ({train.SQUARES} inf); no checkpoint was written "
+                        "for it; try a fresh start with a lower --lr")
+    assert train.complete_checkpoints(str(save)) == []
+    assert len((tmp_path / "logs" / "losses.csv").read_text().splitlines()) == 1  # the header
+    assert run_main(train, *argv[:-2], "--lr", "1e-4", "--max_iter", "3")[0] == 0
+    code, lines = run_main(train, *argv[:-2], "--lr", "1e30", "--max_iter", "5", "--resume")
+    assert code == 1 and lines[0] == f"resuming from {save / 'state_iter_3.pkl'}", lines
+    assert lines[1] == (f"error: iteration 4: training diverged ({train.SQUARES} inf); no checkpoint was written "
+                        f"for it; try --resume {save / 'state_iter_3.pkl'} with a lower --lr")
+
+
+def test_a_nan_weight_hidden_from_the_loss_stops_the_run(trained, weight_files, tmp_path, run_main, monkeypatch):
+    """Jittor's own ReLU (x > 0 ? x : 0), the one a GPU runs, turns NaN into 0: behind the first decoder layer, NaN
+    weights gave finite losses, and the run trained on, into NaN checkpoints."""
+    monkeypatch.setattr(cpu_layers.ReLU, "execute", lambda self, x: self.on_gpu(x))
+    adam_step = net.Adam.step
+
+    def step_that_leaves_a_nan_weight_at_iteration_3(optimizer, loss):
+        adam_step(optimizer, loss)
+        if optimizer.n_step == 3:  # as an infinite gradient would (Adam's inf / inf)
+            first_decoder_weight = optimizer.param_groups[0]["params"][0]
+            first_decoder_weight.update(jt.array(np.float32(np.nan)).broadcast(first_decoder_weight.shape))
+    monkeypatch.setattr(net.Adam, "step", step_that_leaves_a_nan_weight_at_iteration_3)
+    save = tmp_path / "models"
+    argv = train_argv(weight_files, trained["data"], save, tmp_path / "logs", "--batch_size", "1",
+                      "--max_iter", "6", "--save_model_interval", "1")
+    code, lines = run_main(train, *argv)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0] == (f"error: iteration 3: training diverged ({train.SQUARES} nan); no checkpoint was written "
+                        f"for it; try --resume {save / 'state_iter_2.pkl'} with a lower --lr")
+    assert train.complete_checkpoints(str(save))[0] == str(save / "state_iter_2.pkl")
 
 
 def test_exit_code_of_a_user_error_in_a_child_process(tmp_path, weight_files):
