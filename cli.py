@@ -34,11 +34,15 @@ def _interrupt(signum, frame):
 
     Unwinding the stack instead (KeyboardInterrupt) would wait for whatever the main thread
     was waiting on, Jittor's compiler processes or its data workers, and can hang.
+
+    Under mpirun only rank 0 says so: mpirun passes Ctrl-C on to every rank, and it ends the
+    other ranks with SIGTERM when one fails, after that rank's own error line.
     """
     if os.getpid() == _main_process:
         for path in list(_unfinished):
             _remove(path)
-        print("\ninterrupted", file=sys.stderr, flush=True)
+        if os.environ.get("OMPI_COMM_WORLD_RANK", "0") == "0":
+            print("\ninterrupted", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
 
@@ -57,6 +61,9 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
     """
     global _main_process
     _main_process = os.getpid()
+    # Python writes stderr unbuffered: print's text and its newline go out in two writes, and the lines of the
+    # ranks of an mpirun job came out glued ("error: aerror: a"). Line-buffered, a line is one write.
+    sys.stderr.reconfigure(write_through=False, line_buffering=True)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     if not workers:

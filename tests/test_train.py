@@ -521,6 +521,7 @@ def test_ranks_that_resume_different_checkpoints_end_the_job_in_one_line(trained
     assert result.returncode != 0 and time.time() - start < 60
     assert ("error: --resume: rank 0 found a checkpoint at iteration 4 (4 samples), rank 1 at iteration 2 "
             "(2 samples): every rank must read the same --save_dir (a folder that all nodes share)\n") in result.stderr
+    assert "interrupted" not in result.stderr  # rank 1, which mpirun then ended, says nothing
     assert not (node_0 / "state_iter_6.pkl").exists()
 
 
@@ -538,6 +539,22 @@ def test_a_failed_rank_of_coupled_ranks_skips_the_exit_that_would_wait_for_the_o
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1] in ("error: no data", "RuntimeError: a bug"), result.stderr
         assert (result.stdout == "") == in_mpirun, result.stdout
+
+
+def test_a_line_on_stderr_is_one_write():
+    """Python writes stderr unbuffered, a print's text and its newline in two writes: the error lines of two ranks
+    of an mpirun job came out as "error: aerror: a" (measured: 3 of 6 runs of 100 lines a rank did)."""
+    script = ("import io, sys, cli\n"
+              "class Writes(io.RawIOBase):\n"
+              "    writes = []\n"
+              "    def writable(self): return True\n"
+              "    def write(self, data): self.writes.append(bytes(data)); return len(data)\n"
+              "sys.stderr = io.TextIOWrapper(Writes(), write_through=True)  # as Python opens stderr\n"
+              "cli.run(lambda argv: print('warning: one line', file=sys.stderr))\n"
+              "sys.stderr.flush()\n"
+              "print(Writes.writes)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[b'warning: one line\\n']", result.stdout
 
 
 def rank_pids(marker):
