@@ -8,10 +8,13 @@ import secrets
 import signal
 import sys
 import tempfile
+import time
 import traceback
 
 # Errors of a full or limited disk: reported as one line, whatever was being written.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# How long a rank other than 0 of coupled ranks waits before it reports a user error: see `run`.
+RANK_ERROR_DELAY_S = 5
 
 
 class UserError(Exception):
@@ -41,7 +44,7 @@ def _interrupt(signum, frame):
     if os.getpid() == _main_process:
         for path in list(_unfinished):
             _remove(path)
-        if os.environ.get("OMPI_COMM_WORLD_RANK", "0") == "0":
+        if mpi_rank() == 0:
             print("\ninterrupted", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
@@ -57,7 +60,12 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
     of memory would otherwise leave the run waiting for it forever).
 
     Under mpirun, the ranks of a script with `coupled_ranks` (train.py's, which meet in every
-    step's gradient all-reduce) end the whole job when one of them fails: see `_exit`.
+    step's gradient all-reduce) end the whole job when one of them fails: see `_exit`. A user
+    error that they all meet (a bad flag, a missing file) is reported once: the ranks other than
+    0 wait `RANK_ERROR_DELAY_S` before they report theirs, and mpirun, which ends the job when
+    rank 0 fails, ends them meanwhile. An error of another rank alone comes that much later.
+    (Other scripts' ranks each report theirs: a rank that fails there waits in Jittor's
+    MPI_Finalize for the others to finish their work.)
     """
     global _main_process
     _main_process = os.getpid()
@@ -72,6 +80,8 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
     try:
         main(argv)
     except UserError as error:
+        if coupled and mpi_rank() != 0:
+            time.sleep(RANK_ERROR_DELAY_S)
         print(f"error: {error}", file=sys.stderr)
         _exit(1, at_once=coupled)
     except Exception:
@@ -79,6 +89,11 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
             raise
         traceback.print_exc()
         _exit(1, at_once=True)
+
+
+def mpi_rank():
+    """This process's rank in an mpirun job (OpenMPI's variable), 0 outside one."""
+    return int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
 
 
 def _exit(code, at_once):

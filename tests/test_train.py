@@ -525,6 +525,15 @@ def test_ranks_that_resume_different_checkpoints_end_the_job_in_one_line(trained
     assert not (node_0 / "state_iter_6.pkl").exists()
 
 
+@needs_mpi
+def test_an_error_that_every_rank_meets_is_one_line(weight_files, tmp_path):
+    missing = tmp_path / "no_data"
+    argv = train_argv(weight_files, missing, tmp_path / "models", tmp_path / "logs", "--max_iter", "3")
+    result = mpirun(2, "train.py", *argv, timeout=MPI_TIMEOUT)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if "error:" in line] == [f"error: {missing}: no such folder"]
+
+
 @pytest.mark.parametrize("failure", ["raise cli.UserError('no data')", "raise RuntimeError('a bug')"])
 def test_a_failed_rank_of_coupled_ranks_skips_the_exit_that_would_wait_for_the_others(failure):
     """The exit of a rank that fails under mpirun (OMPI_COMM_WORLD_SIZE set) skips Python's clean-up, where
