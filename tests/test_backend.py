@@ -307,6 +307,33 @@ def test_under_mpirun_the_cuda_check_stays_out_of_the_mpi_job(tmp_path):
         assert report == f"rank {rank} of 2: sum 3.0; CUDA: AssertionError: no CUDA in this build"
 
 
+# Its line in one write: mpirun passes on each write as it comes, and print's pieces of two ranks could mix.
+RANK_CPUS = """import os, backend
+cpus = " ".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+os.write(1, f"{os.environ['OMPI_COMM_WORLD_RANK']} {cpus}\\n".encode())
+"""
+
+
+def cpus_of_the_ranks(ranks, **kwargs):
+    """{rank: its CPUs} of an mpirun job of `ranks` processes that import backend."""
+    result = mpirun(ranks, "-c", RANK_CPUS, **kwargs)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == ranks, (result.stdout, result.stderr[-3000:])
+    return {int(line.split()[0]): [int(cpu) for cpu in line.split()[1:]] for line in result.stdout.splitlines()}
+
+
+@needs_mpi
+def test_under_mpirun_each_rank_gets_its_share_of_the_cpus():
+    """OpenMPI binds a rank to one core where it starts at most two ranks: oneDNN's threads and the data workers
+    of `mpirun -np 1` ran on one core (a 512×512 stylization on 2 cores: 2.9 s against 1.5 s)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    assert cpus_of_the_ranks(1) == {0: cpus}
+    if len(cpus) >= 2:
+        share = len(cpus) // 2
+        assert cpus_of_the_ranks(2) == {0: cpus[:share], 1: cpus[share:2 * share]}
+        bound = cpus_of_the_ranks(1, env=dict(os.environ, OMPI_MCA_hwloc_base_binding_policy="core"))
+        assert len(bound[0]) == 1  # the user's own `mpirun --bind-to core` is kept
+
+
 def real_nccl_include():
     """The header folder of pip's NCCL where a toolkit and OpenMPI's compiler are there too, or None."""
     nccl = cuda_setup.pip_nccl_folder()
