@@ -166,12 +166,33 @@ def share_the_cpus_among_the_ranks():
     if local_rank is None or local_size is None or "OMPI_MCA_hwloc_base_binding_policy" in os.environ:
         return
     try:
-        cpus = sorted(os.sched_getaffinity(os.getppid()))
+        cpus = os.sched_getaffinity(os.getppid())
     except OSError:  # the launcher is not ours to inspect
         return
-    share = len(cpus) // int(local_size)
-    if share > 0:  # with more ranks than CPUs, OpenMPI's binding stays
-        os.sched_setaffinity(0, cpus[int(local_rank) * share:(int(local_rank) + 1) * share])
+    share = cpu_share(cpus, int(local_rank), int(local_size), cpu_place)
+    if share:  # with more ranks than CPUs, OpenMPI's binding stays
+        os.sched_setaffinity(0, share)
+
+
+def cpu_share(cpus, local_rank, local_size, place):
+    """The CPUs of rank `local_rank` of `local_size`: an equal share of `cpus` taken in the order of `place` (socket,
+    core), so that a share is whole cores of as few sockets as can be. Linux numbers the second threads of the
+    cores after all the first ones: in number order, one rank of two got every core's first thread and the other
+    every core's second, both spread over all the sockets."""
+    ordered = sorted(cpus, key=place)
+    size = len(ordered) // local_size
+    return ordered[local_rank * size:(local_rank + 1) * size]
+
+
+def cpu_place(cpu):
+    """(socket, core within it, number) of a CPU, from Linux's sysfs; (0, number, number) where it does not say."""
+    folder = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+    try:
+        with open(os.path.join(folder, "physical_package_id")) as package, \
+                open(os.path.join(folder, "core_id")) as core:
+            return int(package.read()), int(core.read()), cpu
+    except (OSError, ValueError):
+        return 0, cpu, cpu
 
 
 def jittor_cache_is_cold():

@@ -328,10 +328,22 @@ def test_under_mpirun_each_rank_gets_its_share_of_the_cpus():
     cpus = sorted(os.sched_getaffinity(0))
     assert cpus_of_the_ranks(1) == {0: cpus}
     if len(cpus) >= 2:
-        share = len(cpus) // 2
-        assert cpus_of_the_ranks(2) == {0: cpus[:share], 1: cpus[share:2 * share]}
+        halves = {rank: sorted(backend.cpu_share(cpus, rank, 2, backend.cpu_place)) for rank in (0, 1)}
+        assert len(halves[0]) == len(halves[1]) == len(cpus) // 2 and not set(halves[0]) & set(halves[1])
+        assert cpus_of_the_ranks(2) == halves
         bound = cpus_of_the_ranks(1, env=dict(os.environ, OMPI_MCA_hwloc_base_binding_policy="core"))
         assert len(bound[0]) == 1  # the user's own `mpirun --bind-to core` is kept
+
+
+def test_a_rank_gets_whole_cores_of_one_socket():
+    """Linux numbers the cores' first threads before their second ones: on 2 sockets × 2 cores × 2 threads,
+    CPUs 0–3 are the first threads (0, 1 on socket 0) and 4–7 their siblings in the same order."""
+    place = {cpu: (cpu % 4 // 2, cpu % 2, cpu) for cpu in range(8)}.get
+    assert backend.cpu_share(range(8), 0, 2, place) == [0, 4, 1, 5]  # socket 0, both threads of its 2 cores
+    assert backend.cpu_share(range(8), 1, 2, place) == [2, 6, 3, 7]
+    assert backend.cpu_share(range(8), 3, 4, place) == [3, 7]  # one core each
+    assert backend.cpu_share(range(8), 2, 3, place) == [2, 6]  # 2 CPUs each: 3 and 7 stay unused
+    assert backend.cpu_share({5}, 0, 1, backend.cpu_place) == [5]
 
 
 def real_nccl_include():
