@@ -38,7 +38,7 @@ import subprocess
 import sys
 
 import cuda_setup
-from cli import UserError
+from cli import UserError, one_write_a_line
 
 PROBE_SECONDS = 1800  # the first CUDA build compiles Jittor's core: minutes
 # What the child process runs: Jittor's CUDA build, and one convolution on the GPU (cuDNN's).
@@ -238,6 +238,7 @@ def prepare_environment():
     """Before Jittor's import: memory reuse, the CPUs of an mpirun rank, quiet logs, the tools it compiles with,
     a CUDA build only where it works, a word when it will compile."""
     global cuda_problem
+    one_write_a_line()  # the lines printed here, by every rank under mpirun, come before cli.run's
     keep_freed_memory_for_reuse()
     share_the_cpus_among_the_ranks()  # before Jittor loads OpenMP, which sizes its thread pool by the binding
     os.environ.setdefault("log_silent", "1")

@@ -49,6 +49,12 @@ def _interrupt(signum, frame):
     os._exit(128 + signum)
 
 
+def one_write_a_line():
+    """Make each line printed to stderr one write. Python writes stderr unbuffered: print's text and its newline
+    go out in two writes, and the lines of the ranks of an mpirun job came out glued ("error: aerror: a")."""
+    sys.stderr.reconfigure(write_through=False, line_buffering=True)
+
+
 def run(main, argv=None, workers=False, coupled_ranks=False):
     """Call `main(argv)`; a UserError becomes one `error:` line and exit 1; Ctrl-C or SIGTERM
     (what `kill`, Slurm pre-emption and `docker stop` send) "interrupted" and exit 130 or 143,
@@ -69,9 +75,7 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
     """
     global _main_process
     _main_process = os.getpid()
-    # Python writes stderr unbuffered: print's text and its newline go out in two writes, and the lines of the
-    # ranks of an mpirun job came out glued ("error: aerror: a"). Line-buffered, a line is one write.
-    sys.stderr.reconfigure(write_through=False, line_buffering=True)
+    one_write_a_line()
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     if not workers:
