@@ -48,11 +48,30 @@ def test_train_transform_shape_range_and_determinism():
     assert first.shape == (3, 256, 256) and first.dtype == np.float32
     assert 0.0 <= first.min() and first.max() <= 1.0
     np.testing.assert_array_equal(first, again)
-    # torchvision draws the top offset, then the left one, each in 0..512 − 256.
-    rng = np.random.default_rng(3)
-    top, left = rng.integers(0, 257), rng.integers(0, 257)
-    big = np.asarray(image.resize((512, 512), Image.BILINEAR)).transpose(2, 0, 1).astype(np.float32) / 255.0
-    np.testing.assert_array_equal(first, big[:, top:top + 256, left:left + 256])
+
+
+def resized_then_cropped(image, rng, crop):
+    """The original's training transform as torchvision runs it: the whole image resized to 2·crop square, then
+    a crop × crop window whose top offset, then left one, are drawn in 0..crop."""
+    top, left = rng.integers(0, crop + 1), rng.integers(0, crop + 1)
+    big = np.asarray(image.resize((2 * crop, 2 * crop), Image.BILINEAR)).transpose(2, 0, 1).astype(np.float32)
+    return big[:, top:top + crop, left:left + crop] / 255.0
+
+
+def test_train_transform_gives_the_pixels_of_the_whole_image_resized_then_cropped():
+    """train_transform resizes only the crop's part; the pixels must be those of the original's pipeline at any
+    size: smaller than 512 (enlarged), larger (reduced), square, odd, a power of two (exact scales), 128 crops."""
+    rng = np.random.default_rng(0)
+    sizes = [(400, 300), (512, 512), (1024, 2048), (255, 257), (1600, 1200), (61, 4000), (3001, 97)]
+    sizes += [tuple(int(n) for n in rng.integers(60, 2600, 2)) for _ in range(25)]
+    for i, size in enumerate(sizes):
+        smooth = photo(max(2, size[0] // 16), max(2, size[1] // 16), seed=i).resize(size, Image.BICUBIC)
+        noise = np.random.default_rng(i).integers(-20, 21, (size[1], size[0], 3))
+        image = Image.fromarray(np.clip(np.asarray(smooth) + noise, 0, 255).astype(np.uint8))
+        for seed, crop in ((i, 256), (i + 100, 256), (i, 128)):
+            got = transformer.train_transform(image, np.random.default_rng(seed), crop)
+            expected = resized_then_cropped(image, np.random.default_rng(seed), crop)
+            np.testing.assert_array_equal(got, expected, err_msg=f"{size}, seed {seed}, crop {crop}")
 
 
 def test_array_round_trip_and_rounding():
