@@ -30,6 +30,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 _unfinished = set()  # temporary files of `atomic_output` that an interruption must remove
 _main_process = None  # the process that prints "interrupted"; its forked children exit quietly
+_coupled = False  # whether this process is a rank of an mpirun job whose ranks fail together: see `run`
 
 
 def _interrupt(signum, frame):
@@ -70,29 +71,36 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
     error that they all meet (a bad flag, a missing file) is reported once: the ranks other than
     0 wait `RANK_ERROR_DELAY_S` before they report theirs, and mpirun, which ends the job when
     rank 0 fails, ends them meanwhile. An error of another rank alone comes that much later.
-    (Other scripts' ranks each report theirs: a rank that fails there waits in Jittor's
-    MPI_Finalize for the others to finish their work.)
+    Ranks that go on to work apart (test_video.py's, each on its own outputs) call
+    `ranks_work_apart` first: from then on a rank that fails waits in Jittor's MPI_Finalize for
+    the others to finish their work, and reports its own error.
     """
-    global _main_process
+    global _main_process, _coupled
     _main_process = os.getpid()
     one_write_a_line()
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     if not workers:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    coupled = coupled_ranks and "OMPI_COMM_WORLD_SIZE" in os.environ  # how Jittor knows it runs under mpirun
+    _coupled = coupled_ranks and "OMPI_COMM_WORLD_SIZE" in os.environ  # how Jittor knows it runs under mpirun
     try:
         main(argv)
     except UserError as error:
-        if coupled and mpi_rank() != 0:
+        if _coupled and mpi_rank() != 0:
             time.sleep(RANK_ERROR_DELAY_S)
         print(f"error: {error}", file=sys.stderr)
-        _exit(1, at_once=coupled)
+        _exit(1, at_once=_coupled)
     except Exception:
-        if not coupled:
+        if not _coupled:
             raise
         traceback.print_exc()
         _exit(1, at_once=True)
+
+
+def ranks_work_apart():
+    """From here on the ranks of `run(main, coupled_ranks=True)` work apart: an error of one rank ends no other."""
+    global _coupled
+    _coupled = False
 
 
 def mpi_rank():

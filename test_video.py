@@ -30,8 +30,8 @@ import jittor as jt
 import net
 import transformer
 import video
-from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, run, write_atomically,
-                 writable_folder)
+from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, ranks_work_apart, run,
+                 write_atomically, writable_folder)
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
@@ -488,8 +488,11 @@ def main(argv=None):
     if not mine:  # all made before (--skip_existing), or more ranks than outputs
         return
     stylizer = Stylizer(load_models(args), args.alpha, weights_, args.half)
+    # Under mpirun every rank has met the same errors so far (one line reports them); each now makes its own
+    # outputs, which one rank's unusable input must not end.
+    ranks_work_apart()
     make_outputs(mine, stylizer, args, only_one=len(outputs) == 1)
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, coupled_ranks=True)

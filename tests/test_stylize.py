@@ -1002,6 +1002,19 @@ def test_mpirun_ranks_share_a_folder_and_a_bad_input_ends_no_others_work(weight_
     assert result.stderr.index(error) < result.stderr.index(f"{folder / 'c.mp4'} -> "), result.stderr  # rank 1 first
 
 
+@needs_mpi
+def test_mpirun_ranks_report_an_error_that_they_all_meet_once(weight_files, clips, tmp_path):
+    """Every rank checks the flags and inputs before it takes its share of the outputs: an error there is every
+    rank's, and was printed once per rank (on eight GPUs, eight lines)."""
+    vgg, decoder, mcc = weight_files
+    missing = tmp_path / "missing.mp4"
+    result = mpirun(2, "test_video.py", "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc,
+                    "--content", missing, "--style", clips["style"], "--output", tmp_path / "o", timeout=120)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if "error:" in line] == [f"error: --content {missing}: "
+                                                                                 "no such file"], result.stderr
+
+
 def test_inputs_that_share_a_name_get_distinct_outputs(stylize, clips, tmp_path):
     folder = tmp_path / "content"
     folder.mkdir()
