@@ -187,12 +187,6 @@ def center_crop(image, size):
     return image.crop((left, top, left + size, top + size))
 
 
-def random_crop_offsets(height, width, size, rng):
-    """torchvision RandomCrop(size)'s (top, left) in a height × width image, drawn from the NumPy generator `rng`
-    in its order: the top offset first."""
-    return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-
-
 # ---------------------------------------------------------------- the original's pipelines
 
 def train_transform(image, rng, crop=TRAIN_CROP):
@@ -204,7 +198,8 @@ def train_transform(image, rng, crop=TRAIN_CROP):
     decoding 7.6 ms). On GPUs the data workers' CPU time is what a training step may wait for.
     """
     side = 2 * crop
-    top, left = random_crop_offsets(side, side, crop, rng)
+    # torchvision's RandomCrop draws the top offset, then the left one, each in 0..side − crop.
+    top, left = int(rng.integers(0, side - crop + 1)), int(rng.integers(0, side - crop + 1))
     scale_x, scale_y = image.width / side, image.height / side
     box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
     return image_to_array(image.resize((crop, crop), Image.BILINEAR, box=box))
