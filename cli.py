@@ -52,8 +52,11 @@ def _interrupt(signum, frame):
 
 def one_write_a_line():
     """Make each line printed to stderr one write. Python writes stderr unbuffered: print's text and its newline
-    go out in two writes, and the lines of the ranks of an mpirun job came out glued ("error: aerror: a")."""
-    sys.stderr.reconfigure(write_through=False, line_buffering=True)
+    go out in two writes, and the lines of the ranks of an mpirun job came out glued ("error: aerror: a").
+    A stderr that is no file stream (a notebook's, where `import net` runs this through backend) stays as it is."""
+    reconfigure = getattr(sys.stderr, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(write_through=False, line_buffering=True)
 
 
 def run(main, argv=None, workers=False, coupled_ranks=False):

@@ -346,6 +346,13 @@ def test_a_rank_gets_whole_cores_of_one_socket():
     assert backend.cpu_share({5}, 0, 1, backend.cpu_place) == [5]
 
 
+def test_the_networks_import_where_stderr_is_no_file_stream():
+    """A notebook's stderr (ipykernel's OutStream, here a StringIO) has no `reconfigure`: `import net` must work."""
+    script = "import io, sys\nsys.stderr = io.StringIO()\nimport net\nprint(len(net.decoder))\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip()) == (0, "29"), result.stdout + result.stderr[-2000:]
+
+
 def real_nccl_include():
     """The header folder of pip's NCCL where a toolkit and OpenMPI's compiler are there too, or None."""
     nccl = cuda_setup.pip_nccl_folder()
