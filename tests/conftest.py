@@ -72,14 +72,18 @@ def oracle():
     return torch_mccnet.seeded_weights(seed=0)
 
 
+def save_weight_files(models, folder):
+    """The weights of (vgg, decoder, mcc) written by torch.save in `folder` under the published file names."""
+    paths = [os.path.join(folder, name) for name in WEIGHT_NAMES]
+    for module, path in zip(models, paths):
+        torch.save(module.state_dict(), path)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def weight_files(oracle, tmp_path_factory):
     """The oracle's weights written by torch.save under the published file names."""
-    folder = tmp_path_factory.mktemp("experiments")
-    paths = [str(folder / name) for name in WEIGHT_NAMES]
-    for module, path in zip(oracle, paths):
-        torch.save(module.state_dict(), path)
-    return paths
+    return save_weight_files(oracle, tmp_path_factory.mktemp("experiments"))
 
 
 def load_jittor_models(weight_files):

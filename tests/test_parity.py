@@ -26,7 +26,7 @@ import net
 import test_video
 import torch_mccnet as tm
 import transformer
-from conftest import REPO, WEIGHT_NAMES, assert_close, load_jittor_models
+from conftest import REPO, assert_close, load_jittor_models, save_weight_files
 
 # The float64 proofs' bound: the largest relative error reached is 1.1e-13 (measured on
 # 2026-11-28; float64 round-off through ~100 layers), so any formula difference shows.
@@ -520,10 +520,7 @@ def image_range_weights(tmp_path_factory):
         last = list(decoder)[-1]
         last.weight.mul_(scale)
         last.bias.mul_(scale).add_(0.5 - scale * exact.mean())
-    folder = tmp_path_factory.mktemp("image_range")
-    paths = [str(folder / name) for name in WEIGHT_NAMES]
-    for module, path in zip((vgg, decoder, mcc), paths):
-        torch.save(module.state_dict(), path)
+    paths = save_weight_files((vgg, decoder, mcc), tmp_path_factory.mktemp("image_range"))
     return tuple(copy.deepcopy(m).double() for m in (vgg, decoder, mcc)), paths
 
 
