@@ -1,6 +1,6 @@
 """Speed of our Jittor MCCNet against the PyTorch original, in one run on one machine.
 
-    python bench.py                  # the CPU (about 7 minutes on 2 cores)
+    python bench.py                  # the CPU (about 10 minutes on 2 cores, 22.5 GB of memory)
     python bench.py --device cuda    # a GPU, if both frameworks have CUDA
     python bench.py --profile        # where the time of one stylization goes (add --device cuda)
 
