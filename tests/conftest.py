@@ -169,6 +169,6 @@ def full_disk(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"a full disk is simulated with a small tmpfs, which needs root: {mounted.stderr.strip()}")
+        pytest.skip(f"a full disk is simulated with a small tmpfs, which needs root: {cli.one_line(mounted.stderr)}")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
