@@ -10,13 +10,17 @@ Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the
 then loads the CUDA runtime next to it. Here we look first:
 - no GPU: nvcc is hidden from Jittor (the `nvcc_path` environment variable, empty), a CPU
   build;
-- a GPU but no CUDA toolkit (nvcc and the CUDA runtime beside it): the same, and
-  `use_device` says why (one line for --use_cuda auto, the error for 1, nothing for 0);
+- a GPU, but none that CUDA gives this process (CUDA_VISIBLE_DEVICES, a job without a GPU
+  allocated; `cuda_setup.visible_gpus`), or no CUDA toolkit (nvcc and the CUDA runtime beside
+  it): the same, and `use_device` says why (one line for --use_cuda auto, the error for 1,
+  nothing for 0);
 - otherwise Jittor gets what its CUDA build needs on today's toolkits (`cuda_setup.py`:
   CUDA 13 flags, cuDNN and NCCL from pip, cuDNN 9) and is first imported in a child process
   (outside the MPI job under mpirun): if that fails (a compile error, an old driver: Jittor
   then aborts the process) the CPU is used and `use_device` says why. The verdict is kept in
-  Jittor's cache until that set-up, the driver or Jittor changes.
+  Jittor's cache until that set-up, the driver, the GPUs this process sees or Jittor changes;
+  a failure of the moment (a GPU busy or out of memory, the check killed or too slow) is not
+  kept, and the next start checks again.
 CPU and CUDA builds get separate Jittor caches (`cache_name`), so that switching between
 them does not recompile. A user can force either way by setting `nvcc_path` before
 starting Python.
@@ -34,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -43,7 +48,8 @@ from cli import UserError, one_write_a_line
 PROBE_SECONDS = 1800  # the first CUDA build compiles Jittor's core: minutes
 # What the child process runs: Jittor's CUDA build, and one convolution on the GPU (cuDNN's).
 PROBE = """import jittor as jt
-assert jt.has_cuda, "no CUDA in this build"
+assert jt.compiler.nvcc_path, "no CUDA in this build"
+assert jt.has_cuda, "CUDA sees no GPU (cudaErrorNoDevice)"
 jt.flags.use_cuda = 1
 y = jt.nn.conv2d(jt.ones((1, 3, 8, 8)), jt.ones((2, 3, 3, 3)), padding=1)
 assert y[0, 0, 4, 4].item() == 27, "a test convolution on the GPU gave a wrong value"
@@ -51,6 +57,10 @@ print("CUDA works")
 """
 PROBE_PASSED = "CUDA works"
 PROBE_VERDICT = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda_probe.json")
+# Failures of the moment, not of the build or the driver: a GPU that another process holds (exclusive compute
+# mode), memory taken by others, a compile worker killed for memory (Jittor's "Maybe out of memory").
+MOMENTARY_FAILURE = re.compile(r"cudaErrorNoDevice|cudaErrorDevicesUnavailable|cudaErrorMemoryAllocation|"
+                               r"CUDNN_STATUS_ALLOC_FAILED|out of memory")
 MPI_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_")  # OpenMPI's mpirun and its PMIx server
 # Where Jittor itself looks for python3.X-config besides the running executable's folder.
 SYSTEM_CONFIG_FOLDERS = ("/usr/bin", "/usr/local/bin")
@@ -58,20 +68,21 @@ RESTARTED = "MCCNET_JITTOR_RESTARTED"  # set in a process that import_jittor sta
 # mallopt(3) parameters of glibc's malloc.h
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 JITTOR_RECOMPILES = "Jittor's compile flags changed since its last start: it recompiles itself (minutes), then goes on"
-cuda_problem = None  # why Jittor's CUDA build could not be used here, when it was tried
+cuda_problem = None  # where CUDA was tried (a GPU, or nvcc_path set) and is not used: why, as a sentence
 
 
-def _probe_key(environment):
+def _probe_key(environment, gpus):
     driver = ""
     if os.path.exists(cuda_setup.DRIVER_VERSION):
         with open(cuda_setup.DRIVER_VERSION) as f:
             driver = f.readline().strip()
-    return dict(environment, driver=driver, jittor=importlib.metadata.version("jittor"))
+    return dict(environment, driver=driver, gpus=gpus, jittor=importlib.metadata.version("jittor"))
 
 
-def cuda_build_problem(environment):
-    """None if Jittor's CUDA build with `environment` runs a convolution (tried in a child process), else why not."""
-    key = _probe_key(environment)
+def cuda_build_problem(environment, gpus):
+    """None if Jittor's CUDA build with `environment` runs a convolution (tried in a child process), else why not.
+    `gpus`: what `cuda_setup.visible_gpus` says, part of the verdict's key."""
+    key = _probe_key(environment, gpus)
     try:
         with open(PROBE_VERDICT) as f:
             cached = json.load(f)
@@ -90,7 +101,9 @@ def cuda_build_problem(environment):
             return f"importing it took more than {PROBE_SECONDS} s"
         if result.returncode != 0 or PROBE_PASSED in result.stdout:
             break
-    problem = None if PROBE_PASSED in result.stdout else _reason(result.stderr)
+    problem, lasting = _verdict(result)
+    if not lasting:
+        return problem
     os.makedirs(os.path.dirname(PROBE_VERDICT), exist_ok=True)
     with open(f"{PROBE_VERDICT}.{os.getpid()}", "w") as f:  # then renamed: MPI ranks may probe at once
         json.dump({"key": key, "problem": problem}, f)
@@ -103,6 +116,17 @@ def probe_environment():
     mpirun, a probe with them would take its rank's place in the job, and the rank itself would then fail
     to start MPI (OpenMPI: "ompi_rte_init failed")."""
     return {k: v for k, v in os.environ.items() if not k.startswith(MPI_LAUNCHER_PREFIXES)}
+
+
+def _verdict(result):
+    """(None, or why the check failed; whether that holds until the set-up changes). A failure of the moment
+    (MOMENTARY_FAILURE, or the check ended from outside: the OOM killer's SIGKILL, a `kill`, where Jittor itself
+    aborts on a CUDA error) is checked again at the next start."""
+    if PROBE_PASSED in result.stdout:
+        return None, True
+    if result.returncode < 0 and result.returncode != -signal.SIGABRT:
+        return f"its check was killed ({signal.Signals(-result.returncode).name})", False
+    return _reason(result.stderr), not MOMENTARY_FAILURE.search(result.stderr)
 
 
 def _reason(stderr):
@@ -245,10 +269,7 @@ def prepare_environment():
     check_build_tools()
     forced = os.environ.get("nvcc_path")
     if forced or ("nvcc_path" not in os.environ and cuda_setup.gpu_present()):
-        environment, cuda_problem = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())
-        if environment:
-            environment.update({k: os.environ[k] for k in cuda_setup.USER_SETTINGS if k in os.environ})
-            cuda_problem = cuda_build_problem(environment)
+        environment, cuda_problem = working_cuda_build()
         if cuda_problem is None:
             os.environ.update(environment)
             sys.path[:0] = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p not in sys.path]
@@ -259,6 +280,20 @@ def prepare_environment():
     if jittor_cache_is_cold():
         print("Jittor is compiling itself for this machine (first run only, about 3 minutes on 2 cores)...",
               file=sys.stderr, flush=True)
+
+
+def working_cuda_build():
+    """(The environment of Jittor's CUDA build, None) where that build works for this process, else (None, why not)."""
+    gpus = cuda_setup.visible_gpus()
+    if gpus == []:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        given = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "none allocated to this process"
+        return None, f"CUDA sees none of this machine's GPUs ({given})"
+    environment, problem = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())
+    if environment:
+        environment.update({k: os.environ[k] for k in cuda_setup.USER_SETTINGS if k in os.environ})
+        problem = cuda_build_problem(environment, gpus)
+    return (environment, None) if problem is None else (None, f"Jittor's CUDA build does not work here ({problem})")
 
 
 def import_jittor():
@@ -299,7 +334,7 @@ def add_device_argument(parser):
 def why_no_cuda():
     """Why Jittor has no CUDA here, in a few words (where `jt.has_cuda` is false)."""
     if cuda_problem:
-        return f"Jittor's CUDA build does not work here ({cuda_problem})"
+        return cuda_problem
     return "Jittor has no usable CUDA here ({})".format(
         "nvcc_path was set empty" if cuda_setup.gpu_present() else "no GPU")
 
@@ -307,7 +342,7 @@ def why_no_cuda():
 def use_device(choice):
     """Select CPU or GPU for everything Jittor computes from now on; say why a GPU goes unused."""
     if choice == "auto" and cuda_problem:
-        print(f"Jittor's CUDA build does not work here ({cuda_problem}): using the CPU", file=sys.stderr)
+        print(f"{cuda_problem}: using the CPU", file=sys.stderr)
     if choice == "1" and not jt.has_cuda:
         raise UserError(f"--use_cuda 1: {why_no_cuda()}; use --use_cuda 0")
     jt.flags.use_cuda = int(choice == "1" or (choice == "auto" and jt.has_cuda))

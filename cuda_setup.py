@@ -30,6 +30,7 @@ absent, a CUDA 12 toolkit with a cuDNN 8 that Jittor finds on its own is used as
 Run as a script (by `make setup`) it prints the requirements files with what this machine's
 GPU needs (cuDNN, and CUDA itself where needed), one per line, or nothing. Standard library only.
 """
+import ctypes
 import glob
 import hashlib
 import importlib.metadata
@@ -88,6 +89,10 @@ GRAPH_JIT_RUN = """    graph_convolution(CUDNN_BACKEND_OPERATION_CONVOLUTION_{op
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda")
 USUAL_NVCC = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc")
 DRIVER_VERSION = "/proc/driver/nvidia/version"  # its first line names the NVIDIA driver's version
+LIBCUDA = "libcuda.so.1"  # the NVIDIA driver's own library (CUDA's driver API), which every CUDA program loads
+CUDA_ERROR_NO_DEVICE = 100  # cuInit's answer where the process is given no GPU
+# cuDeviceGetAttribute's numbers for a GPU's compute capability (major, minor).
+COMPUTE_CAPABILITY = (75, 76)
 JTCUDA = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
 NO_TOOLKIT = "no CUDA toolkit (nvcc and the CUDA runtime beside it)"
 OTHER_TOOLKITS = ("install a CUDA 12 or 13 toolkit, or run `python -m jittor_utils.install_cuda` "
@@ -156,7 +161,37 @@ def toolkit_problem(nvcc):
 
 
 def gpu_present():
+    """Whether the machine has an NVIDIA GPU (its device files), whichever of them this process may use."""
     return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def visible_gpus():
+    """The compute capabilities ("9.0") of the GPUs that CUDA gives this process, [] for none, or None where the
+    driver cannot say (its library absent or failing).
+
+    Asked of the driver's library, which applies CUDA_VISIBLE_DEVICES and a job's device allocation (Slurm
+    without --gres): the machine's GPUs in /dev are not all this process's, and a CUDA build of Jittor sees
+    only these. Nothing is compiled or allocated: cuInit creates no context on a GPU.
+    """
+    try:
+        cuda = ctypes.CDLL(LIBCUDA)
+    except OSError:
+        return None
+    status = cuda.cuInit(0)
+    if status == CUDA_ERROR_NO_DEVICE:
+        return []
+    count = ctypes.c_int(0)
+    if status != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return None
+    capabilities = []
+    for index in range(count.value):
+        device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        if cuda.cuDeviceGet(ctypes.byref(device), index) != 0 or any(
+                cuda.cuDeviceGetAttribute(ctypes.byref(number), attribute, device) != 0
+                for number, attribute in zip((major, minor), COMPUTE_CAPABILITY)):
+            return None
+        capabilities.append(f"{major.value}.{minor.value}")
+    return capabilities
 
 
 def driver_version():

@@ -304,7 +304,8 @@ def test_under_mpirun_the_cuda_check_stays_out_of_the_mpi_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for rank in (0, 1):
         report = (tmp_path / f"rank{rank}.txt").read_text()
-        assert report == f"rank {rank} of 2: sum 3.0; CUDA: AssertionError: no CUDA in this build"
+        assert report == (f"rank {rank} of 2: sum 3.0; CUDA: Jittor's CUDA build does not work here (AssertionError: "
+                          "no CUDA in this build)")
 
 
 # Its line in one write: mpirun passes on each write as it comes, and print's pieces of two ranks could mix.
@@ -411,3 +412,136 @@ def test_a_toolkit_without_jittors_libraries_is_not_tried_and_the_device_choice_
                                 timeout=600)
         assert result.stdout == "False\n"
         assert result.stderr.splitlines() == lines, choice
+
+
+# The four calls of CUDA's driver API that cuda_setup.visible_gpus makes, answering as the environment says:
+# FAKE_CUINIT, cuInit's status (0 unless set); FAKE_GPUS, the compute capabilities of the GPUs given to the
+# process, as comma-separated numbers (90: 9.0).
+FAKE_LIBCUDA = r"""
+#include <stdlib.h>
+extern "C" {
+static int capability(int index) {
+    const char* text = getenv("FAKE_GPUS");
+    for (int i = 0; text && *text; i++) {
+        char* end;
+        long value = strtol(text, &end, 10);
+        if (i == index) return (int)value;
+        text = *end ? end + 1 : end;
+    }
+    return -1;
+}
+int cuInit(unsigned int flags) { return getenv("FAKE_CUINIT") ? atoi(getenv("FAKE_CUINIT")) : 0; }
+int cuDeviceGetCount(int* count) { *count = 0; while (capability(*count) >= 0) ++*count; return 0; }
+int cuDeviceGet(int* device, int ordinal) { *device = ordinal; return 0; }
+int cuDeviceGetAttribute(int* value, int attribute, int device) {
+    if (capability(device) < 0 || (attribute != 75 && attribute != 76)) return 1;
+    *value = attribute == 75 ? capability(device) / 10 : capability(device) % 10;
+    return 0;
+}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_libcuda(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("driver")
+    (folder / "fake_libcuda.cc").write_text(FAKE_LIBCUDA)
+    library = folder / "libcuda.so.1"
+    subprocess.run(["g++", "-shared", "-fPIC", "-o", library, folder / "fake_libcuda.cc"], check=True)
+    return str(library)
+
+
+@pytest.mark.parametrize("cuinit,gpus,expected", [
+    ("0", "90,86", ["9.0", "8.6"]),
+    ("0", "", []),  # CUDA_VISIBLE_DEVICES naming no GPU of the machine
+    ("100", "", []),  # CUDA_ERROR_NO_DEVICE: a job given no GPU, CUDA_VISIBLE_DEVICES=""
+    ("999", "90", None),  # the driver fails: let Jittor's own check say why
+])
+def test_the_driver_says_which_gpus_this_process_is_given(fake_libcuda, monkeypatch, cuinit, gpus, expected):
+    monkeypatch.setattr(cuda_setup, "LIBCUDA", fake_libcuda)
+    monkeypatch.setenv("FAKE_CUINIT", cuinit)
+    monkeypatch.setenv("FAKE_GPUS", gpus)
+    assert cuda_setup.visible_gpus() == expected
+
+
+def test_without_the_drivers_library_the_driver_cannot_say(monkeypatch, tmp_path):
+    monkeypatch.setattr(cuda_setup, "LIBCUDA", str(tmp_path / "libcuda.so.1"))
+    assert cuda_setup.visible_gpus() is None
+
+
+# A start as on a GPU machine whose driver gives this process no GPU; Jittor's CUDA build must not even be tried.
+NO_GPU_GIVEN = """import os, sys
+sys.path.insert(0, os.getcwd())
+import cuda_setup
+cuda_setup.gpu_present = lambda: True
+cuda_setup.LIBCUDA = sys.argv[1]
+def tried(nvcc):
+    raise AssertionError("Jittor's CUDA build was tried")
+cuda_setup.cuda_build_environment = tried
+import backend, jittor
+from cli import UserError
+print(repr(os.environ["nvcc_path"]), jittor.has_cuda)
+backend.use_device("auto")
+try:
+    backend.use_device("1")
+except UserError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize("visible,given", [("", "CUDA_VISIBLE_DEVICES=''"), (None, "none allocated to this process")])
+def test_a_machine_whose_gpus_this_process_is_not_given_runs_on_the_cpu_and_says_why(fake_libcuda, visible, given):
+    """A Slurm job without --gres on a GPU node, or CUDA_VISIBLE_DEVICES="". A check of Jittor's CUDA build there
+    would fail for want of a GPU, and its verdict, kept in a home folder that the nodes share, would keep later
+    jobs that have GPUs on the CPU."""
+    env = {k: v for k, v in os.environ.items() if k not in ("nvcc_path", "CUDA_VISIBLE_DEVICES")}
+    env.update(FAKE_CUINIT="100", **({} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}))
+    result = subprocess.run([sys.executable, "-c", NO_GPU_GIVEN, fake_libcuda], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    why = f"CUDA sees none of this machine's GPUs ({given})"
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["'' False", f"--use_cuda 1: {why}; use --use_cuda 0"]
+    assert result.stderr.splitlines()[-1] == f"{why}: using the CPU"
+
+
+def probe_that(monkeypatch, tmp_path, returncode, stdout="", stderr=""):
+    """The check's child process replaced by one that ends as told (a real one that dies by a signal would
+    end this process too: Jittor, imported here, quits on a child's SIGCHLD), the verdict kept in `tmp_path`;
+    returns the list of its runs."""
+    runs = []
+
+    def run(args, **kwargs):
+        runs.append(args)
+        return subprocess.CompletedProcess(args, returncode, stdout, stderr)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(backend, "PROBE_VERDICT", str(tmp_path / "verdict.json"))
+    return runs
+
+
+@pytest.mark.parametrize("returncode,stderr,problem", [
+    # Jittor's abort when another process holds the GPU in exclusive compute mode
+    (-6, "CUDA error at array_op.cc:33 code=46( cudaErrorDevicesUnavailable )", "cudaErrorDevicesUnavailable"),
+    (1, "RuntimeError: CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED"),
+    (-9, "", "its check was killed (SIGKILL)"),  # the OOM killer, in a compile
+])
+def test_a_failure_of_the_moment_is_checked_again_at_the_next_start(monkeypatch, tmp_path, returncode, stderr,
+                                                                    problem):
+    runs = probe_that(monkeypatch, tmp_path, returncode, stderr=stderr)
+    for _ in range(2):
+        assert backend.cuda_build_problem({"cache_name": "probe"}, ["9.0"]) == problem
+    assert len(runs) == 2 and not os.path.exists(backend.PROBE_VERDICT)
+
+
+def test_a_lasting_verdict_is_kept_until_the_gpus_seen_change(monkeypatch, tmp_path):
+    """A compile error, or success, is the same at every start: kept. Another kind of GPU (a node of another
+    partition, sharing the home folder) is checked again: CUDA 13 compiles for none older than Turing."""
+    error = "nvcc fatal   : Unsupported gpu architecture 'compute_70'"
+    runs = probe_that(monkeypatch, tmp_path, 1, stderr=f"Traceback (most recent call last):\nRuntimeError: {error}")
+    for gpus in (["9.0"], ["9.0"], ["7.0"], ["7.0"]):
+        assert backend.cuda_build_problem({"cache_name": "probe"}, gpus) == f"RuntimeError: {error}"
+    assert len(runs) == 2
+    runs = probe_that(monkeypatch, tmp_path, 0, stdout=backend.PROBE_PASSED)
+    for _ in range(2):
+        assert backend.cuda_build_problem({"cache_name": "probe"}, ["8.0"]) is None
+    assert len(runs) == 1
