@@ -17,8 +17,10 @@ PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
 # Inference and training need requirements.txt (make demo); the tests and the benchmark add
 # PyTorch, the oracle (requirements-dev.txt). On a machine with a GPU, cuda_setup.py names the
 # requirements files with what Jittor's CUDA build needs there: cuDNN and NCCL for the CUDA toolkit, and
-# CUDA 13 itself where no toolkit has all it needs (see cuda_setup.py).
-install_gpu_requirements = gpu_requirements=$$($(PY) cuda_setup.py) && \
+# CUDA 13 itself where no toolkit has all it needs (see cuda_setup.py). `make setup CUDA=13` (or 12)
+# installs that for GPU machines with that CUDA from one without a GPU: a cluster's login node, which
+# reaches the package index where its GPU nodes may not.
+install_gpu_requirements = gpu_requirements=$$($(PY) cuda_setup.py $(if $(CUDA),--cuda $(CUDA))) && \
 	for file in $$gpu_requirements; do $(PIP) $(1) -r $$file || exit 1; done
 
 $(VENV)/.installed: requirements.txt requirements-cuda12.txt requirements-cuda13.txt \
@@ -38,7 +40,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(call install_gpu_requirements,--force-reinstall --no-deps)
 	touch $@
 
+# Again at every `make setup` (and `make demo`; pip skips what is there): a .venv made where no GPU was gets what
+# the GPU needs on the first GPU machine it is used on.
 setup: $(VENV)/.installed
+	@$(call install_gpu_requirements)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q tests

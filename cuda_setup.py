@@ -28,7 +28,9 @@ Nothing is written outside Jittor's cache and the virtual environment; where pip
 absent, a CUDA 12 toolkit with a cuDNN 8 that Jittor finds on its own is used as it is.
 
 Run as a script (by `make setup`) it prints the requirements files with what this machine's
-GPU needs (cuDNN, and CUDA itself where needed), one per line, or nothing. Standard library only.
+GPU needs (cuDNN, and CUDA itself where needed), one per line, or nothing; `--cuda 13` (`make
+setup CUDA=13`) names GPU machines' CUDA from one without a GPU. Standard library and cli.py
+only: it runs before Jittor is imported, and before anything is installed.
 """
 import ctypes
 import glob
@@ -43,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 from collections import namedtuple
+
+from cli import ArgumentParser, run
 
 # CUDA 13 removed cudaDeviceProp.clockRate and .computeMode, which Jittor 1.3.11's
 # helper_cuda.h reads (to print device details): mapped to fields that remain.
@@ -395,7 +399,9 @@ def cuda_build_environment(nvcc):
     major, minor = nvcc_version(nvcc)
     cudnn = find_cudnn(nvcc)
     if cudnn is None:
-        return None, f"no cuDNN found for CUDA {major}.{minor}: `make setup` installs it where a GPU is present"
+        how = (f"`make setup` on this machine installs it (or `make setup CUDA={major}` where the package index is "
+               "reachable)" if major in SETUP_CUDA_MAJORS else OTHER_TOOLKITS)
+        return None, f"no cuDNN found for CUDA {major}.{minor}: {how}"
     conv_api = chosen_conv_api()
     if conv_api not in CONV_APIS:
         return None, f"MCCNET_CONV_API must be one of {', '.join(CONV_APIS)}, not {conv_api!r}"
@@ -417,12 +423,19 @@ def cuda_build_environment(nvcc):
     return environment, None
 
 
-def requirements_files():
+def requirements_files(cuda=None):
     """The requirements files with what this machine's GPU needs, [] where nothing (saying why on stderr).
 
     cuDNN for the toolkit Jittor will use; where no toolkit has all Jittor needs and the driver
     runs CUDA 13, also CUDA 13 itself from pip (kept at its pin once it is the one in use).
+    With `cuda` (12 or 13: `make setup CUDA=13`), what GPU machines with that CUDA need, whether
+    this one has a GPU or not: a cluster's login node, which reaches the package index where its
+    GPU nodes may not. There CUDA 13 itself comes too, unless a toolkit here has all Jittor needs.
     """
+    if cuda is not None:
+        nvcc = find_nvcc()
+        complete = toolkit_problem(nvcc) is None and nvcc_version(nvcc)[0] == cuda and nvcc != pip_toolkit_nvcc()
+        return [f"requirements-cuda{cuda}.txt"] + ([PIP_TOOLKIT] if cuda == 13 and not complete else [])
     if not gpu_present():
         return []
     nvcc = find_nvcc()
@@ -442,10 +455,15 @@ def requirements_files():
     return []
 
 
-def main():
-    for requirements in requirements_files():
+def main(argv=None):
+    parser = ArgumentParser(description="Print the requirements files with what Jittor's CUDA build needs on this "
+                                        "machine, one per line (what `make setup` installs); nothing without a GPU.")
+    parser.add_argument("--cuda", type=int, choices=SETUP_CUDA_MAJORS,
+                        help="set up for GPU machines with this CUDA major version instead, from this machine, which "
+                             "may have no GPU (a cluster's login node): `make setup CUDA=13` passes it")
+    for requirements in requirements_files(parser.parse_args(argv).cuda):
         print(requirements)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

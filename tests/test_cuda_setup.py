@@ -308,7 +308,8 @@ def test_a_gpu_without_toolkit_is_a_reason(machine):
 def test_no_cudnn_is_a_reason_and_not_a_compile_error(machine):
     nvcc = fake_toolkit(str(machine / "cuda-13.0"), "13.0")
     assert cuda_setup.cuda_build_environment(nvcc) == (
-        None, "no cuDNN found for CUDA 13.0: `make setup` installs it where a GPU is present")
+        None, "no cuDNN found for CUDA 13.0: `make setup` on this machine installs it (or `make setup CUDA=13` where "
+              "the package index is reachable)")
 
 
 def pins(requirements):
@@ -370,6 +371,31 @@ def test_make_setup_installs_what_the_gpu_needs(machine, monkeypatch, capsys):
                                        "Jittor looks for its own\n")
     monkeypatch.setattr(cuda_setup, "gpu_present", lambda: False)
     assert cuda_setup.requirements_files() == []
+
+
+def test_make_setup_cuda_13_installs_for_gpu_machines_from_one_without_a_gpu(machine, monkeypatch):
+    """A cluster's login node reaches the package index, its GPU nodes may not: `make setup CUDA=13` there."""
+    monkeypatch.setattr(cuda_setup, "gpu_present", lambda: False)
+    both = ["requirements-cuda13.txt", cuda_setup.PIP_TOOLKIT]
+    for nvcc in (None, fake_toolkit(str(machine / "13.0-incomplete"), "13.0", libraries=False),
+                 fake_toolkit(str(machine / "12.4"), "12.4")):
+        monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: nvcc)
+        assert cuda_setup.requirements_files(13) == both  # no CUDA 13 toolkit with all Jittor needs: pip's
+        assert cuda_setup.requirements_files(12) == ["requirements-cuda12.txt"]
+    complete = fake_toolkit(str(machine / "13.0"), "13.0")
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: complete)
+    assert cuda_setup.requirements_files(13) == ["requirements-cuda13.txt"]
+    pip_nvcc = fake_pip_toolkit(str(machine / "site-packages"))
+    monkeypatch.setattr(cuda_setup, "pip_toolkit_nvcc", lambda: pip_nvcc)
+    monkeypatch.setattr(cuda_setup, "find_nvcc", lambda: pip_nvcc)
+    assert cuda_setup.requirements_files(13) == both  # pip's CUDA 13 in use: kept at its pin
+
+
+def test_the_script_refuses_another_cuda_in_one_line():
+    result = subprocess.run([sys.executable, "cuda_setup.py", "--cuda", "11"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "error: argument --cuda: invalid choice: 11 (choose from 12, 13) (see --help)\n"
 
 
 def test_the_script_prints_nothing_on_a_machine_without_gpu():

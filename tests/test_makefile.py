@@ -47,3 +47,14 @@ def test_where_python3_is_too_old_python3_11_makes_the_environment(checkout):
     result = make(checkout, "--dry-run", "setup", path=f"{checkout / 'bin'}{os.pathsep}{os.environ['PATH']}")
     assert result.returncode == 0, result.stderr
     assert "python3.11 -m venv .venv" in result.stdout.splitlines()
+
+
+def test_make_setup_installs_what_a_gpu_needs_into_a_venv_made_without_one(checkout):
+    """A .venv made on a cluster's login node (no GPU), then `make setup` on a GPU node: the GPU's requirements are
+    asked for again; `CUDA=13` asks for those of CUDA 13's GPU machines from anywhere."""
+    (checkout / ".venv").mkdir()
+    (checkout / ".venv" / ".installed").touch()  # newer than what it depends on: made already
+    for argv, asked in ((["setup"], "cuda_setup.py )"), (["setup", "CUDA=13"], "cuda_setup.py --cuda 13)")):
+        result = make(checkout, "--dry-run", *argv)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 1 and f"gpu_requirements=$(.venv/bin/python {asked}" in result.stdout
