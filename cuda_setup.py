@@ -2,8 +2,10 @@
 
 Jittor 1.3.11 predates CUDA 13 and cuDNN 9. Its CUDA build
 - reads two `cudaDeviceProp` fields that CUDA 13 removed (clockRate, computeMode): compile
-  flags map them to fields that remain (`CUDA13_FLAGS`), and cuTT, a transpose that reads
-  them too, is off;
+  flags map them to fields that remain (`CUDA13_FLAGS`);
+- downloads two libraries from GitHub at its first start, which GPU nodes often cannot reach:
+  cuTT (transposes; it also reads those two fields) and CUTLASS (attention ops only). Both are
+  off: Jittor's own transposes run instead, and MCCNet has no attention;
 - looks for cuDNN only beside nvcc, in /usr/include and /usr/lib, under cuDNN 8's library
   names (`libcudnn_{ops,cnn}_{infer,train}.so`): where cuDNN is elsewhere (pip's
   nvidia-cudnn-cu*, which `make setup` installs on GPU machines from requirements-cuda*.txt)
@@ -389,8 +391,7 @@ def chosen_conv_api():
 def cuda_build_environment(nvcc):
     """(The environment for Jittor's CUDA build with the toolkit of `nvcc`, None) or (None, why not).
 
-    Its own Jittor cache; CUTLASS off (a download at first use, for attention ops only);
-    CUDA 13's flags; cuDNN in a CUDA tree of ours where Jittor would not find it by itself;
+    Its own Jittor cache; cuTT and CUTLASS off (downloads); CUDA 13's flags; cuDNN in a CUDA tree of ours where Jittor would not find it by itself;
     pip's NCCL there too, else Jittor's NCCL off; the adapted copy of Jittor first on PYTHONPATH.
     """
     problem = toolkit_problem(nvcc)
@@ -407,9 +408,9 @@ def cuda_build_environment(nvcc):
         return None, f"MCCNET_CONV_API must be one of {', '.join(CONV_APIS)}, not {conv_api!r}"
     # A cache of its own for each adaptation: Jittor would rebuild its core at every switch.
     cache_name = f"cuda{major}.{minor}" + ("-graph" if conv_api == "graph" else "")
-    environment = {"nvcc_path": nvcc, "cache_name": cache_name, "use_cutlass": "0"}
+    environment = {"nvcc_path": nvcc, "cache_name": cache_name, "use_cutt": "0", "use_cutlass": "0"}
     if major >= 13:
-        environment.update(cc_flags=CUDA13_FLAGS, use_cutt="0")
+        environment["cc_flags"] = CUDA13_FLAGS
     nccl = pip_nccl_folder()
     if nccl or not cudnn.found_by_jittor or cudnn.version[0] >= 9:
         root = cuda_root(nvcc, cudnn, nccl)
