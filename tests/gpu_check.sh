@@ -53,6 +53,9 @@ for step in ${*:-setup parity bench mpi graph profile}; do
     case $step in
     setup)
         nvidia-smi -L; command -v nvcc g++; nvcc --version | tail -1
+        echo "the GPUs the driver gives this process, then none with CUDA_VISIBLE_DEVICES='' (expected: [])"
+        python3 -c 'import cuda_setup; print(cuda_setup.visible_gpus())'
+        CUDA_VISIBLE_DEVICES= python3 -c 'import cuda_setup; print(cuda_setup.visible_gpus())'
         echo "set-up and probe (compiles Jittor's CUDA build the first time)"
         probe || exit 1 ;;
     parity)
