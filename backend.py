@@ -287,7 +287,7 @@ def working_cuda_build():
     gpus = cuda_setup.visible_gpus()
     if gpus == []:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        given = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "none allocated to this process"
+        given = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "the driver gives this process none"
         return None, f"CUDA sees none of this machine's GPUs ({given})"
     environment, problem = cuda_setup.cuda_build_environment(cuda_setup.find_nvcc())
     if environment:

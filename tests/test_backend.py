@@ -489,7 +489,8 @@ except UserError as error:
 """
 
 
-@pytest.mark.parametrize("visible,given", [("", "CUDA_VISIBLE_DEVICES=''"), (None, "none allocated to this process")])
+@pytest.mark.parametrize("visible,given", [("", "CUDA_VISIBLE_DEVICES=''"),
+                                           (None, "the driver gives this process none")])
 def test_a_machine_whose_gpus_this_process_is_not_given_runs_on_the_cpu_and_says_why(fake_libcuda, visible, given):
     """A Slurm job without --gres on a GPU node, or CUDA_VISIBLE_DEVICES="". A check of Jittor's CUDA build there
     would fail for want of a GPU, and its verdict, kept in a home folder that the nodes share, would keep later
