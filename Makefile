@@ -21,7 +21,9 @@ PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
 # installs that for GPU machines with that CUDA from one without a GPU: a cluster's login node, which
 # reaches the package index where its GPU nodes may not.
 install_gpu_requirements = gpu_requirements=$$($(PY) cuda_setup.py $(if $(CUDA),--cuda $(CUDA))) && \
-	for file in $$gpu_requirements; do $(PIP) $(1) -r $$file || exit 1; done
+	for file in $$gpu_requirements; do $(PIP) $(1) -r $$file || { echo "error: pip could not install $$file, \
+	what Jittor's CUDA build needs here; where this machine does not reach the package index, run \
+	make setup CUDA=12 or 13 (its CUDA) on one that does, such as a cluster's login node" >&2; exit 1; }; done
 
 $(VENV)/.installed: requirements.txt requirements-cuda12.txt requirements-cuda13.txt \
 		requirements-cuda13-toolkit.txt cuda_setup.py

@@ -58,3 +58,20 @@ def test_make_setup_installs_what_a_gpu_needs_into_a_venv_made_without_one(check
         result = make(checkout, "--dry-run", *argv)
         assert result.returncode == 0, result.stderr
         assert len(result.stdout.splitlines()) == 1 and f"gpu_requirements=$(.venv/bin/python {asked}" in result.stdout
+
+
+def test_a_gpu_requirement_that_pip_cannot_install_says_where_to_install_it_from(checkout):
+    """A GPU node that does not reach the package index, with a .venv made without its GPU's requirements."""
+    bin_ = checkout / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "python").write_text("#!/bin/sh\necho requirements-cuda13.txt\n")  # what cuda_setup.py would say
+    (bin_ / "pip").write_text("#!/bin/sh\necho 'ERROR: No matching distribution found' >&2\nexit 1\n")
+    for tool in ("python", "pip"):
+        (bin_ / tool).chmod(0o755)
+    (checkout / ".venv" / ".installed").touch()
+    result = make(checkout, "setup")
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[1] == (
+        "error: pip could not install requirements-cuda13.txt, what Jittor's CUDA build needs here; where this machine "
+        "does not reach the package index, run make setup CUDA=12 or 13 (its CUDA) on one that does, such as a "
+        "cluster's login node")
