@@ -29,7 +29,8 @@ oneDNN, which makes Jittor's CPU convolutions as fast as PyTorch's, comes from t
 `jittor-offline` package (requirements.txt): nothing here needs the network. Its large
 temporary blocks are reused instead of being mapped afresh at every call
 (`keep_freed_memory_for_reuse`). Under mpirun each rank runs on its share of the node's CPUs
-(`share_the_cpus_among_the_ranks`).
+(`share_the_cpus_among_the_ranks`); several processes started otherwise are told that
+they run apart (`warn_of_processes_that_run_apart`).
 """
 import ctypes
 import glob
@@ -62,6 +63,11 @@ PROBE_VERDICT = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccne
 MOMENTARY_FAILURE = re.compile(r"cudaErrorNoDevice|cudaErrorDevicesUnavailable|cudaErrorMemoryAllocation|"
                                r"CUDNN_STATUS_ALLOC_FAILED|out of memory")
 MPI_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_")  # OpenMPI's mpirun and its PMIx server
+# How launchers other than OpenMPI's mpirun tell a process that it is one of several: (the variable of their
+# count, that of the process's number, the launcher, where to call mpirun instead) for Slurm's srun and the PMI
+# of MPICH's and Intel MPI's.
+OTHER_LAUNCHERS = (("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "srun", "from the batch script, in the allocation"),
+                   ("PMI_SIZE", "PMI_RANK", "an MPI launcher other than OpenMPI's mpirun", "OpenMPI's"))
 # Where Jittor itself looks for python3.X-config besides the running executable's folder.
 SYSTEM_CONFIG_FOLDERS = ("/usr/bin", "/usr/local/bin")
 RESTARTED = "MCCNET_JITTOR_RESTARTED"  # set in a process that import_jittor started again
@@ -176,6 +182,21 @@ def keep_freed_memory_for_reuse():
     libc.mallopt(M_TRIM_THRESHOLD, -1)  # -1: never give the top of the heap back
 
 
+def warn_of_processes_that_run_apart():
+    """Jittor joins several processes into one job only under OpenMPI's mpirun (OMPI_COMM_WORLD_SIZE). Started by
+    srun alone or by MPICH's mpiexec, each runs alone: with the same flags, N copies of one training run on as many
+    GPUs, writing the same files. That is also how a wrapper script runs one job per input or per learning rate,
+    so it is said (by the first process), not refused."""
+    if "OMPI_COMM_WORLD_SIZE" in os.environ:
+        return
+    for count, number, launcher, instead in OTHER_LAUNCHERS:
+        processes = os.environ.get(count, "")
+        if processes.isdigit() and int(processes) > 1 and os.environ.get(number, "0") == "0":
+            print(f"warning: {launcher} started {processes} processes ({count}={processes}), and Jittor joins "
+                  "processes into one job only under OpenMPI's mpirun: each runs alone. For one job on several GPUs "
+                  f"run `mpirun -np {processes} python ...` ({instead})", file=sys.stderr)
+
+
 def share_the_cpus_among_the_ranks():
     """Under mpirun, bind this rank to an equal share of the CPUs that the job has on this node.
 
@@ -263,6 +284,7 @@ def prepare_environment():
     a CUDA build only where it works, a word when it will compile."""
     global cuda_problem
     one_write_a_line()  # the lines printed here, by every rank under mpirun, come before cli.run's
+    warn_of_processes_that_run_apart()
     keep_freed_memory_for_reuse()
     share_the_cpus_among_the_ranks()  # before Jittor loads OpenMP, which sizes its thread pool by the binding
     os.environ.setdefault("log_silent", "1")

@@ -546,3 +546,35 @@ def test_a_lasting_verdict_is_kept_until_the_gpus_seen_change(monkeypatch, tmp_p
     for _ in range(2):
         assert backend.cuda_build_problem({"cache_name": "probe"}, ["8.0"]) is None
     assert len(runs) == 1
+
+
+RUN_APART = "and Jittor joins processes into one job only under OpenMPI's mpirun: each runs alone. For one job " \
+            "on several GPUs run `mpirun -np {n} python ...` ({instead})"
+
+
+@pytest.mark.parametrize("launch,lines", [
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"},
+     ["warning: srun started 4 processes (SLURM_STEP_NUM_TASKS=4), " + RUN_APART.format(
+         n=4, instead="from the batch script, in the allocation")]),
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3"}, []),  # the first process says it, once
+    ({"PMI_SIZE": "2", "PMI_RANK": "0"},  # MPICH's or Intel MPI's mpiexec
+     ["warning: an MPI launcher other than OpenMPI's mpirun started 2 processes (PMI_SIZE=2), " + RUN_APART.format(
+         n=2, instead="OpenMPI's")]),
+    ({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}, []),  # srun -n 1
+    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}, []),  # the batch script of a job of 4 tasks, which starts mpirun
+])
+def test_several_processes_that_jittor_does_not_join_are_told_so(launch, lines):
+    """`srun -n 4 python train.py` trains four separate runs on four GPUs, writing the same files: said, not
+    refused, since a wrapper script that gives each its own input or learning rate starts processes alike."""
+    result = run_script("train.py", "--help", env=dict(os.environ, **launch))
+    assert result.returncode == 0 and result.stdout.startswith("usage: train.py"), result.stderr[-2000:]
+    assert result.stderr.splitlines() == lines
+
+
+@needs_mpi
+def test_mpirun_inside_an_srun_step_runs_as_one_job():
+    """OpenMPI's ranks keep the Slurm variables of the step that started mpirun (its daemons' step)."""
+    result = mpirun(2, "-c", "import backend, jittor; print(jittor.world_size)",
+                    env=dict(os.environ, SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="0"))
+    assert (result.returncode, result.stdout.split()) == (0, ["2", "2"]), result.stderr[-2000:]
+    assert "warning" not in result.stderr
