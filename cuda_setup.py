@@ -39,6 +39,7 @@ import glob
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -49,6 +50,21 @@ import tempfile
 from collections import namedtuple
 
 from cli import ArgumentParser, run
+
+
+def jittor_cache_root():
+    """Jittor's cache folder, <Jittor's home>/.cache/jittor, that home found as `jittor_utils.home` finds it: the
+    JITTOR_HOME variable (where a small home quota cannot hold the cache), else the home Jittor recorded in
+    ~/.cache/jittor/config.json when it last saw that variable, else the user's. Found without importing Jittor,
+    whose import fixes its cache for good."""
+    try:
+        with open(os.path.join(os.path.expanduser("~"), ".cache", "jittor", "config.json")) as f:
+            recorded = json.load(f).get("JITTOR_HOME")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return os.path.join(os.path.abspath(os.environ.get("JITTOR_HOME", recorded or os.path.expanduser("~"))),
+                        ".cache", "jittor")
+
 
 # CUDA 13 removed cudaDeviceProp.clockRate and .computeMode, which Jittor 1.3.11's
 # helper_cuda.h reads (to print device details): mapped to fields that remain.
@@ -92,14 +108,14 @@ GRAPH_JIT_RUN = """    graph_convolution(CUDNN_BACKEND_OPERATION_CONVOLUTION_{op
         paddingh, paddingw, strideh, stridew, dilationh, dilationw);
 }}
 """
-CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mccnet_cuda")
+CACHE = os.path.join(jittor_cache_root(), "mccnet_cuda")
 USUAL_NVCC = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc")
 DRIVER_VERSION = "/proc/driver/nvidia/version"  # its first line names the NVIDIA driver's version
 LIBCUDA = "libcuda.so.1"  # the NVIDIA driver's own library (CUDA's driver API), which every CUDA program loads
 CUDA_ERROR_NO_DEVICE = 100  # cuInit's answer where the process is given no GPU
 # cuDeviceGetAttribute's numbers for a GPU's compute capability (major, minor).
 COMPUTE_CAPABILITY = (75, 76)
-JTCUDA = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
+JTCUDA = os.path.join(jittor_cache_root(), "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
 NO_TOOLKIT = "no CUDA toolkit (nvcc and the CUDA runtime beside it)"
 OTHER_TOOLKITS = ("install a CUDA 12 or 13 toolkit, or run `python -m jittor_utils.install_cuda` "
                   "(Jittor's CUDA 12.2 and cuDNN 8, downloaded into Jittor's cache)")
@@ -391,8 +407,9 @@ def chosen_conv_api():
 def cuda_build_environment(nvcc):
     """(The environment for Jittor's CUDA build with the toolkit of `nvcc`, None) or (None, why not).
 
-    Its own Jittor cache; cuTT and CUTLASS off (downloads); CUDA 13's flags; cuDNN in a CUDA tree of ours where Jittor would not find it by itself;
-    pip's NCCL there too, else Jittor's NCCL off; the adapted copy of Jittor first on PYTHONPATH.
+    Its own Jittor cache; cuTT and CUTLASS off (downloads); CUDA 13's flags; cuDNN in a CUDA tree
+    of ours where Jittor would not find it by itself; pip's NCCL there too, else Jittor's NCCL off;
+    the adapted copy of Jittor first on PYTHONPATH.
     """
     problem = toolkit_problem(nvcc)
     if problem:

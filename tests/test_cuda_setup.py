@@ -393,6 +393,26 @@ def test_make_setup_cuda_13_installs_for_gpu_machines_from_one_without_a_gpu(mac
     assert cuda_setup.requirements_files(13) == both  # pip's CUDA 13 in use: kept at its pin
 
 
+def test_our_cache_lies_in_jittors_own_cache_folder_wherever_jittor_keeps_it(tmp_path, monkeypatch):
+    """JITTOR_HOME moves Jittor's cache (a cluster's small home quota); Jittor then records it and keeps using it
+    without the variable. Ours (the CUDA tree, the adapted copy, the CUDA check's verdict) goes along."""
+    home, elsewhere = tmp_path / "home", tmp_path / "scratch"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("JITTOR_HOME", raising=False)
+
+    def jittors():
+        script = "import os, jittor_utils; print(os.path.join(jittor_utils.home(), '.cache', 'jittor'))"
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+        return result.stdout.strip()
+
+    assert cuda_setup.jittor_cache_root() == jittors() == str(home / ".cache" / "jittor")
+    monkeypatch.setenv("JITTOR_HOME", str(elsewhere))
+    assert cuda_setup.jittor_cache_root() == jittors() == str(elsewhere / ".cache" / "jittor")
+    monkeypatch.delenv("JITTOR_HOME")
+    assert cuda_setup.jittor_cache_root() == jittors() == str(elsewhere / ".cache" / "jittor")  # recorded
+
+
 def test_the_script_refuses_another_cuda_in_one_line():
     result = subprocess.run([sys.executable, "cuda_setup.py", "--cuda", "11"], cwd=REPO, capture_output=True,
                             text=True)
