@@ -57,7 +57,7 @@ assert y[0, 0, 4, 4].item() == 27, "a test convolution on the GPU gave a wrong v
 print("CUDA works")
 """
 PROBE_PASSED = "CUDA works"
-PROBE_VERDICT = os.path.join(cuda_setup.jittor_cache_root(), "mccnet_cuda_probe.json")
+PROBE_VERDICT = os.path.join(cuda_setup.JITTOR_CACHE, "mccnet_cuda_probe.json")
 # Failures of the moment, not of the build or the driver: a GPU that another process holds (exclusive compute
 # mode), memory taken by others, a compile worker killed for memory (Jittor's "Maybe out of memory").
 MOMENTARY_FAILURE = re.compile(r"cudaErrorNoDevice|cudaErrorDevicesUnavailable|cudaErrorMemoryAllocation|"

@@ -108,14 +108,15 @@ GRAPH_JIT_RUN = """    graph_convolution(CUDNN_BACKEND_OPERATION_CONVOLUTION_{op
         paddingh, paddingw, strideh, stridew, dilationh, dilationw);
 }}
 """
-CACHE = os.path.join(jittor_cache_root(), "mccnet_cuda")
+JITTOR_CACHE = jittor_cache_root()
+CACHE = os.path.join(JITTOR_CACHE, "mccnet_cuda")  # ours: the CUDA trees and the adapted copies of Jittor
 USUAL_NVCC = ("/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/opt/cuda/bin/nvcc")
 DRIVER_VERSION = "/proc/driver/nvidia/version"  # its first line names the NVIDIA driver's version
 LIBCUDA = "libcuda.so.1"  # the NVIDIA driver's own library (CUDA's driver API), which every CUDA program loads
 CUDA_ERROR_NO_DEVICE = 100  # cuInit's answer where the process is given no GPU
 # cuDeviceGetAttribute's numbers for a GPU's compute capability (major, minor).
 COMPUTE_CAPABILITY = (75, 76)
-JTCUDA = os.path.join(jittor_cache_root(), "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
+JTCUDA = os.path.join(JITTOR_CACHE, "jtcuda")  # Jittor's own CUDA 12.2 + cuDNN 8
 NO_TOOLKIT = "no CUDA toolkit (nvcc and the CUDA runtime beside it)"
 OTHER_TOOLKITS = ("install a CUDA 12 or 13 toolkit, or run `python -m jittor_utils.install_cuda` "
                   "(Jittor's CUDA 12.2 and cuDNN 8, downloaded into Jittor's cache)")
