@@ -574,7 +574,7 @@ def test_several_processes_that_jittor_does_not_join_are_told_so(launch, lines):
 @needs_mpi
 def test_mpirun_inside_an_srun_step_runs_as_one_job():
     """OpenMPI's ranks keep the Slurm variables of the step that started mpirun (its daemons' step)."""
-    result = mpirun(2, "-c", "import backend, jittor; print(jittor.world_size)",
-                    env=dict(os.environ, SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="0"))
+    says_world_size = "import os, backend, jittor; os.write(1, f'{jittor.world_size}\\n'.encode())"  # one write
+    result = mpirun(2, "-c", says_world_size, env=dict(os.environ, SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="0"))
     assert (result.returncode, result.stdout.split()) == (0, ["2", "2"]), result.stderr[-2000:]
     assert "warning" not in result.stderr
