@@ -235,8 +235,6 @@ def share_of_this_rank(outputs):
     """Under `mpirun -np N`, every N-th planned output from this rank's number on (N GPUs stylize a folder N times
     as fast); all of them in one process. Shared before --skip_existing looks at the disk, which the other ranks
     are already writing to: every rank shares the same plan."""
-    if not jt.in_mpi:
-        return outputs
     return dict(list(outputs.items())[jt.rank::jt.world_size])
 
 
@@ -394,7 +392,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
         # Under mpirun one rank's progress bar is shown: the ranks' bars would overwrite each other's line.
         with atomic_output(out_path) as file, tqdm(total=reader.frames_expected or None, unit="frame",
                                                    desc=video.media_name(content_path), file=sys.stderr,
-                                                   dynamic_ncols=True, disable=jt.in_mpi and jt.rank > 0) as progress:
+                                                   dynamic_ncols=True, disable=jt.rank > 0) as progress:
             writer = video.VideoWriter(file, reader, width, height)
             try:
                 for batch in batched(itertools.chain([first], frames), batch_size):

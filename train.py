@@ -103,18 +103,6 @@ def check_args(args):
             raise UserError(f"--{flag} {getattr(args, flag)}: must be a number, not negative")
 
 
-def rank():
-    return jt.rank if jt.in_mpi else 0
-
-
-def is_main_rank():
-    return rank() == 0
-
-
-def world_size():
-    return jt.world_size if jt.in_mpi else 1
-
-
 # ---------------------------------------------------------------- one iteration
 
 def learning_rate(lr, lr_decay, iteration):
@@ -145,7 +133,7 @@ def train_step(network, optimizer, content, style, noise, content_weight, style_
     that the other ranks will never join.
     """
     losses = network(content, style, jt.array(noise))
-    losses["tv"] = losses["tv"] * world_size()
+    losses["tv"] = losses["tv"] * jt.world_size
     total = net.total_loss(losses, content_weight, style_weight)
     optimizer.step(total)
     # The whole step in one execution, then the values: with the values gathered and fetched first, the first
@@ -236,7 +224,7 @@ def resume(choice, folder, decoder, mcc_module, optimizer):
         except UserError as error:
             if choice != "latest":
                 raise
-            if is_main_rank():
+            if jt.rank == 0:
                 print(f"warning: skipping a damaged checkpoint: {error}", file=sys.stderr)
     else:
         raise UserError(f"--resume: every checkpoint in {folder} is damaged; run without --resume to start fresh")
@@ -249,7 +237,7 @@ def resume(choice, folder, decoder, mcc_module, optimizer):
     optimizer.n_step = int(state["n_step"])
     iteration, samples = int(state["iteration"]), int(state["samples"])
     check_same_checkpoint_on_every_rank(iteration, samples)
-    if is_main_rank():
+    if jt.rank == 0:
         print(f"resuming from {state_path}", file=sys.stderr)
     return iteration, samples
 
@@ -263,12 +251,12 @@ def check_same_checkpoint_on_every_rank(iteration, samples):
         return
     # Each rank's row, summed over the ranks: every rank gets all rows. float64, which Jittor's MPI passes exactly
     # (its int64 is sent as another MPI type).
-    found = np.zeros((world_size(), 2))
-    found[rank()] = iteration, samples
+    found = np.zeros((jt.world_size, 2))
+    found[jt.rank] = iteration, samples
     found = jt.array(found).mpi_all_reduce("add").numpy().astype(int)
     if (found == found[0]).all():
         return
-    if not is_main_rank():
+    if jt.rank != 0:
         while True:
             time.sleep(60)  # until mpirun ends this rank, as it does all ranks when rank 0 fails
     others = [f"rank {r} at iteration {i} ({s} samples)" for r, (i, s) in enumerate(found) if (i, s) != tuple(found[0])]
@@ -369,7 +357,7 @@ def loaders(args, start, samples):
 
     A batch here is the global one; under MPI, Jittor hands each rank its share.
     """
-    batch = args.batch_size * world_size()
+    batch = args.batch_size * jt.world_size
 
     def stream(folder, salt):
         return sampler.InfiniteImageFolder(folder, batch, (args.max_iter - start) * batch, seed=args.seed + salt,
@@ -381,7 +369,7 @@ def main(argv=None):
     args = parse_args(argv)
     check_args(args)
     backend.use_device(args.use_cuda)
-    if is_main_rank():
+    if jt.rank == 0:
         writable_folder(args.save_dir, "save_dir")
         writable_folder(args.log_dir, "log_dir")
         remove_stale_temporaries(args.save_dir)
@@ -390,16 +378,16 @@ def main(argv=None):
     if start >= args.max_iter:
         raise UserError(f"the checkpoint is at iteration {start}, --max_iter is {args.max_iter}: nothing to do")
     content_loader, style_loader = loaders(args, start, samples)
-    log = TrainingLog(args.log_dir, start) if is_main_rank() else None
-    progress = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, disable=not is_main_rank(),
+    log = TrainingLog(args.log_dir, start) if jt.rank == 0 else None
+    progress = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, disable=jt.rank != 0,
                     file=sys.stderr, dynamic_ncols=True)
     try:
         for iteration, content, style in zip(progress, content_loader, style_loader):
             sampler.raise_failure(content_loader, style_loader)
             optimizer.lr = learning_rate(args.lr, args.lr_decay, iteration)
-            noise = noise_for(args.seed, iteration, samples + rank() * args.batch_size, content.shape)
+            noise = noise_for(args.seed, iteration, samples + jt.rank * args.batch_size, content.shape)
             values = train_step(network, optimizer, content, style, noise, args.content_weight, args.style_weight)
-            done, samples = iteration + 1, samples + args.batch_size * world_size()
+            done, samples = iteration + 1, samples + args.batch_size * jt.world_size
             check_finite(values, done, args.save_dir)
             if log:
                 progress.set_postfix(content=f"{values['content']:.3f}", style=f"{values['style']:.3f}",
