@@ -18,9 +18,9 @@ then loads the CUDA runtime next to it. Here we look first:
   CUDA 13 flags, cuDNN and NCCL from pip, cuDNN 9) and is first imported in a child process
   (outside the MPI job under mpirun): if that fails (a compile error, an old driver: Jittor
   then aborts the process) the CPU is used and `use_device` says why. The verdict is kept in
-  Jittor's cache until that set-up, the driver, the GPUs this process sees or Jittor changes;
-  a failure of the moment (a GPU busy or out of memory, the check killed or too slow) is not
-  kept, and the next start checks again.
+  Jittor's cache for that set-up, driver, Jittor and the GPUs this process sees (the newest
+  VERDICTS_KEPT of them: the nodes of a cluster differ); a failure of the moment (a GPU busy
+  or out of memory, the check killed or too slow) is not kept, and the next start checks again.
 CPU and CUDA builds get separate Jittor caches (`cache_name`), so that switching between
 them does not recompile. A user can force either way by setting `nvcc_path` before
 starting Python.
@@ -58,6 +58,7 @@ print("CUDA works")
 """
 PROBE_PASSED = "CUDA works"
 PROBE_VERDICT = os.path.join(cuda_setup.JITTOR_CACHE, "mccnet_cuda_probe.json")
+VERDICTS_KEPT = 8  # kinds of GPU, drivers and set-ups whose verdicts are remembered at once
 # Failures of the moment, not of the build or the driver: a GPU that another process holds (exclusive compute
 # mode), memory taken by others, a compile worker killed for memory (Jittor's "Maybe out of memory").
 MOMENTARY_FAILURE = re.compile(r"cudaErrorNoDevice|cudaErrorDevicesUnavailable|cudaErrorMemoryAllocation|"
@@ -89,13 +90,9 @@ def cuda_build_problem(environment, gpus):
     """None if Jittor's CUDA build with `environment` runs a convolution (tried in a child process), else why not.
     `gpus`: what `cuda_setup.visible_gpus` says, part of the verdict's key."""
     key = _probe_key(environment, gpus)
-    try:
-        with open(PROBE_VERDICT) as f:
-            cached = json.load(f)
-        if cached["key"] == key:
-            return cached["problem"]
-    except (OSError, ValueError, KeyError):
-        pass
+    for verdict in kept_verdicts():
+        if verdict["key"] == key:
+            return verdict["problem"]
     print("Checking that Jittor's CUDA build works here (the first time it compiles: minutes)...",
           file=sys.stderr, flush=True)
     child = dict(probe_environment(), **environment)
@@ -108,13 +105,31 @@ def cuda_build_problem(environment, gpus):
         if result.returncode != 0 or PROBE_PASSED in result.stdout:
             break
     problem, lasting = _verdict(result)
-    if not lasting:
-        return problem
+    if lasting:
+        keep_verdict(key, problem)
+    return problem
+
+
+def kept_verdicts():
+    """The verdicts kept in PROBE_VERDICT, newest first: a list of {"key": …, "problem": None or why}."""
+    try:
+        with open(PROBE_VERDICT) as f:
+            verdicts = json.load(f)
+        return [v for v in verdicts if isinstance(v, dict) and {"key", "problem"} <= v.keys()]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def keep_verdict(key, problem):
+    """Keep a verdict with the newest others, VERDICTS_KEPT in all: the nodes of several kinds of GPU (or drivers)
+    that share a home folder each find their own, rather than checking again whenever a job lands on another kind.
+    The file is read again here, after the check's minutes, to keep what other processes wrote meanwhile."""
+    others = [v for v in kept_verdicts() if v["key"] != key]
+    verdicts = [{"key": key, "problem": problem}] + others[:VERDICTS_KEPT - 1]
     os.makedirs(os.path.dirname(PROBE_VERDICT), exist_ok=True)
     with open(f"{PROBE_VERDICT}.{os.getpid()}", "w") as f:  # then renamed: MPI ranks may probe at once
-        json.dump({"key": key, "problem": problem}, f)
+        json.dump(verdicts, f)
     os.replace(f"{PROBE_VERDICT}.{os.getpid()}", PROBE_VERDICT)
-    return problem
 
 
 def probe_environment():

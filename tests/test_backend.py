@@ -534,18 +534,32 @@ def test_a_failure_of_the_moment_is_checked_again_at_the_next_start(monkeypatch,
     assert len(runs) == 2 and not os.path.exists(backend.PROBE_VERDICT)
 
 
-def test_a_lasting_verdict_is_kept_until_the_gpus_seen_change(monkeypatch, tmp_path):
+def test_a_lasting_verdict_is_kept_for_the_gpus_seen(monkeypatch, tmp_path):
     """A compile error, or success, is the same at every start: kept. Another kind of GPU (a node of another
-    partition, sharing the home folder) is checked again: CUDA 13 compiles for none older than Turing."""
+    partition, sharing the home folder) is checked once: CUDA 13 compiles for none older than Turing. Jobs that
+    land on either kind in turn then find each kind's verdict."""
     error = "nvcc fatal   : Unsupported gpu architecture 'compute_70'"
     runs = probe_that(monkeypatch, tmp_path, 1, stderr=f"Traceback (most recent call last):\nRuntimeError: {error}")
-    for gpus in (["9.0"], ["9.0"], ["7.0"], ["7.0"]):
+    for gpus in (["7.0"], ["7.0"], ["7.5"], ["7.0"], ["7.5"]):
         assert backend.cuda_build_problem({"cache_name": "probe"}, gpus) == f"RuntimeError: {error}"
     assert len(runs) == 2
     runs = probe_that(monkeypatch, tmp_path, 0, stdout=backend.PROBE_PASSED)
-    for _ in range(2):
-        assert backend.cuda_build_problem({"cache_name": "probe"}, ["8.0"]) is None
-    assert len(runs) == 1
+    for gpus in (["9.0"], ["8.0"], ["9.0"], ["8.0"]):
+        assert backend.cuda_build_problem({"cache_name": "probe"}, gpus) is None
+    assert len(runs) == 2
+
+
+def test_the_newest_verdicts_are_kept(monkeypatch, tmp_path):
+    """VERDICTS_KEPT of them: the oldest goes, and a file of another form (an earlier release's one verdict)
+    is read as none."""
+    (tmp_path / "verdict.json").write_text('{"key": {}, "problem": null}')
+    runs = probe_that(monkeypatch, tmp_path, 0, stdout=backend.PROBE_PASSED)
+    kinds = [[f"{n}.0"] for n in range(backend.VERDICTS_KEPT + 1)]
+    for gpus in kinds + kinds[::-1]:
+        assert backend.cuda_build_problem({"cache_name": "probe"}, gpus) is None
+    assert len(runs) == len(kinds) + 1  # the newer kinds found, then the first, which went: checked anew
+    newest = [kinds[0]] + kinds[::-1][:backend.VERDICTS_KEPT - 1]
+    assert [verdict["key"]["gpus"] for verdict in backend.kept_verdicts()] == newest
 
 
 RUN_APART = "and Jittor joins processes into one job only under OpenMPI's mpirun: each runs alone. For one job " \
