@@ -11,7 +11,8 @@ experiments/), one set per --save_model_interval and at the end:
 - `state_iter_N.pkl`: Adam's moments (`m.i`, `v.i`, in parameter order), its step count
   `n_step`, the `iteration` and the position in the image streams (`samples`).
 Every file is written atomically and the state file last, so a run killed at any moment
-leaves the previous checkpoint whole; --resume takes the newest intact one.
+leaves the previous checkpoint whole; --resume takes the newest intact one. A run without
+--resume refuses a --save_dir that holds checkpoints: it would overwrite them.
 
 Under `mpirun -np N` each rank trains on its own --batch_size images of every global batch
 and Jittor averages the gradients: an update equals one process's with a batch of
@@ -52,6 +53,7 @@ from cli import ArgumentParser, UserError, run, write_atomically, writable_folde
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)
 SQUARES = "sum of squared parameters"
+START_AFRESH = "to start afresh, give another --save_dir or remove them"
 
 
 def parse_args(argv=None):
@@ -227,7 +229,7 @@ def resume(choice, folder, decoder, mcc_module, optimizer):
             if jt.rank == 0:
                 print(f"warning: skipping a damaged checkpoint: {error}", file=sys.stderr)
     else:
-        raise UserError(f"--resume: every checkpoint in {folder} is damaged; run without --resume to start fresh")
+        raise UserError(f"--resume: every checkpoint in {folder} is damaged; {START_AFRESH}")
     decoder.load_parameters(decoder_state)
     mcc_module.load_parameters(mcc_state)
     group = optimizer.param_groups[0]
@@ -262,6 +264,16 @@ def check_same_checkpoint_on_every_rank(iteration, samples):
     others = [f"rank {r} at iteration {i} ({s} samples)" for r, (i, s) in enumerate(found) if (i, s) != tuple(found[0])]
     raise UserError(f"--resume: rank 0 found a checkpoint at iteration {found[0, 0]} ({found[0, 1]} samples), "
                     f"{', '.join(others)}: every rank must read the same --save_dir (a folder that all nodes share)")
+
+
+def refuse_earlier_checkpoints(folder):
+    """A run without --resume whose --save_dir holds another run's checkpoints has most likely forgotten --resume:
+    started, it would begin losses.csv anew and overwrite those checkpoints one by one as it reached their
+    iterations."""
+    earlier = complete_checkpoints(folder)
+    if earlier:
+        raise UserError(f"--save_dir {folder} holds the checkpoints of an earlier run, the newest {earlier[0]}: "
+                        f"--resume continues it; {START_AFRESH}")
 
 
 def remove_stale_temporaries(folder):
@@ -372,6 +384,8 @@ def main(argv=None):
     if jt.rank == 0:
         writable_folder(args.save_dir, "save_dir")
         writable_folder(args.log_dir, "log_dir")
+        if not args.resume:
+            refuse_earlier_checkpoints(args.save_dir)
         remove_stale_temporaries(args.save_dir)
     network, decoder, mcc_module, optimizer = build(args.vgg, args.lr, args.seed)
     start, samples = resume(args.resume, args.save_dir, decoder, mcc_module, optimizer) if args.resume else (0, 0)

@@ -331,6 +331,31 @@ def test_bad_input_is_one_clear_line(tmp_path, weight_files, case, run_main):
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], lines
 
 
+def test_a_fresh_run_refuses_a_save_dir_with_an_earlier_runs_checkpoints(trained, weight_files, tmp_path, run_main):
+    """A forgotten --resume: the fresh run would start losses.csv anew and overwrite the earlier run's checkpoints
+    one by one as it reached their iterations."""
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    shutil.copytree(trained["straight"] / "models", models)
+    shutil.copytree(trained["straight"] / "logs", logs)
+    before = {name: (models / name).read_bytes() for name in os.listdir(models)}
+    losses = (logs / "losses.csv").read_text()
+    argv = train_argv(weight_files, trained["data"], models, logs, "--batch_size", "1", "--max_iter", "2")
+    code, lines = run_main(train, *argv)
+    assert code == 1 and lines == [
+        f"error: --save_dir {models} holds the checkpoints of an earlier run, the newest "
+        f"{models / 'state_iter_4.pkl'}: --resume continues it; to start afresh, give another --save_dir or remove "
+        "them"], lines
+    assert {name: (models / name).read_bytes() for name in os.listdir(models)} == before
+    assert (logs / "losses.csv").read_text() == losses
+    # checkpoints that --resume cannot read are no earlier run to continue, but the way out is the same
+    for name in os.listdir(models):
+        if name.startswith("state_iter_"):
+            (models / name).write_bytes(b"")
+    code, lines = run_main(train, *argv, "--resume")
+    assert code == 1 and lines[-1] == (f"error: --resume: every checkpoint in {models} is damaged; to start afresh, "
+                                       "give another --save_dir or remove them"), lines
+
+
 def test_sigterm_ends_a_run_in_one_line_and_leaves_no_temporary(trained, weight_files, tmp_path):
     """What Slurm pre-emption and `docker stop` send: "interrupted", exit 143, whole checkpoints only."""
     save = tmp_path / "models"
