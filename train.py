@@ -32,12 +32,13 @@ import io
 import math
 import os
 import re
+import socket
 import sys
 import time
 
 import numpy as np
 from tensorboardX import summary
-from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.record_writer import RecordWriter
 from tensorboardX.proto.event_pb2 import Event
 from tqdm import tqdm
 
@@ -288,10 +289,11 @@ def remove_stale_temporaries(folder):
 class TrainingLog:
     """losses.csv (every iteration), TensorBoard scalars and images, and PNG sample grids.
 
-    TensorBoard's events are written here, in the training's thread, with tensorboardX's file
-    writer (SummaryWriter writes them from a thread of its own: on a full disk that thread died
-    with a traceback and the run went on, or waited forever once its queue was full). A log
-    that cannot be written (a full disk) ends the run with one line, as a checkpoint does.
+    TensorBoard's events are written here, in the training's thread, as tensorboardX's records
+    (SummaryWriter writes them from a thread of its own: on a full disk that thread died with a
+    traceback and the run went on, or waited forever once its queue was full; its EventsWriter,
+    when its last flush fails, leaves the file open). A log that cannot be written (a full disk)
+    ends the run with one line, as a checkpoint does.
     """
 
     HEADER = ("iteration", "lr") + LOSS_NAMES + ("total",)
@@ -309,7 +311,9 @@ class TrainingLog:
         with self.reporting_write_errors():
             self.csv_file = open(path, "a", newline="")
             self.csv = csv.writer(self.csv_file)
-            self.events = EventsWriter(os.path.join(folder, "events"))
+            self.events = RecordWriter(os.path.join(folder, f"events.out.tfevents.{int(time.time())}."
+                                                            f"{socket.gethostname()}"))
+            self.write_event(Event(wall_time=time.time(), file_version="brain.Event:2"))  # what readers expect first
 
     @contextlib.contextmanager
     def reporting_write_errors(self):
@@ -318,8 +322,11 @@ class TrainingLog:
         except OSError as error:
             raise UserError(f"--log_dir {self.folder}: cannot write the logs there ({error.strerror})") from None
 
+    def write_event(self, event):
+        self.events.write(event.SerializeToString())
+
     def add_to_tensorboard(self, iteration, summary_proto):
-        self.events.write_event(Event(wall_time=time.time(), step=iteration, summary=summary_proto))
+        self.write_event(Event(wall_time=time.time(), step=iteration, summary=summary_proto))
 
     def losses(self, iteration, lr, values, to_tensorboard):
         with self.reporting_write_errors():
@@ -343,7 +350,7 @@ class TrainingLog:
             self.events.flush()
 
     def close(self):
-        """Close both files; a failed flush is reported, the files closed all the same."""
+        """Close both files; a failed flush is reported, the files closed all the same (a file's close does)."""
         with self.reporting_write_errors():
             try:
                 self.csv_file.close()
