@@ -25,8 +25,13 @@ def checkout(tmp_path):
     return tmp_path
 
 
+# What a `make PYTHON=... test` (or `PYTHON=... make test`) around the suite would pass on to the make of a test.
+OUTER_MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "CUDA")
+
+
 def make(folder, *argv, path=None):
-    env = dict(os.environ, PATH=path or os.environ["PATH"])
+    env = {name: value for name, value in os.environ.items() if name not in OUTER_MAKE_VARIABLES}
+    env["PATH"] = path or os.environ["PATH"]
     return subprocess.run(["make", "-C", str(folder), "--no-print-directory", *argv], capture_output=True, text=True,
                           env=env, timeout=60)
 
