@@ -51,7 +51,7 @@ def parse_args(argv=None):
     content.add_argument("--content", "--video", dest="content",
                          help="a content image or video file (any format FFmpeg or PIL reads, recognised "
                               "by its content), or an image sequence such as frames/%%05d.png; several, "
-                              "comma-separated, are each stylized")
+                              "comma-separated, are each stylized (a file whose name holds a comma: alone)")
     content.add_argument("--content_dir", help="a folder of content images and videos")
     style = parser.add_argument_group("style (one of)")
     style.add_argument("--style", help="a style image; several, comma-separated, are blended with "
@@ -141,7 +141,7 @@ def media_files(path, folder, what):
         if not files:
             raise UserError(f"--{what}_dir {folder}: holds no files")
         return files
-    paths = [p for p in path.split(",") if p]
+    paths = [path] if os.path.exists(path) else [p for p in path.split(",") if p]  # "Paris, 2019.jpg" is one
     for p in paths:
         if os.path.isdir(p):
             sequence = video.sequence_in(p) if what == "content" else None

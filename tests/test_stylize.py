@@ -1028,6 +1028,17 @@ def test_inputs_that_share_a_name_get_distinct_outputs(stylize, clips, tmp_path)
     assert not np.array_equal(*outputs.values())
 
 
+def test_a_file_whose_name_holds_a_comma_is_one_input(stylize, tmp_path):
+    """--content and --style take comma-separated lists; a name that exists with its commas is one file."""
+    content, style = tmp_path / "Paris, 2019.png", tmp_path / "Monet, water lilies.png"
+    Image.fromarray(pattern(1, 40, 30)).save(content)
+    Image.fromarray(pattern(2, 40, 30)).save(style)
+    code, lines = stylize("--content", content, "--style", style, "--output", tmp_path / "o", "--content_size", "32",
+                          "--save_ext", ".png")
+    assert code == 0, lines
+    assert os.listdir(tmp_path / "o") == ["Paris, 2019_stylized_Monet, water lilies.png"]
+
+
 def test_image_sequences_of_one_folder_name_get_distinct_outputs(stylize, clips, tmp_path):
     """Sintel has clean/alley_1 and final/alley_1: named with the folder above theirs."""
     sequences = [numbered_pictures(tmp_path / kind, range(1, 3), name="frame_%04d.png") for kind in ("clean", "final")]
