@@ -52,7 +52,8 @@ def parse_args(argv=None):
                          help="a content image or video file (any format FFmpeg or PIL reads, recognised "
                               "by its content), or an image sequence such as frames/%%05d.png; several, "
                               "comma-separated, are each stylized (a file whose name holds a comma: alone)")
-    content.add_argument("--content_dir", help="a folder of content images and videos")
+    content.add_argument("--content_dir", help="a folder of content images and videos, and of folders of numbered "
+                                               "pictures, each an image sequence (as DAVIS's)")
     style = parser.add_argument_group("style (one of)")
     style.add_argument("--style", help="a style image; several, comma-separated, are blended with "
                                        "--style_interpolation_weights (or each used in turn without)")
@@ -136,11 +137,7 @@ def media_files(path, folder, what):
         raise UserError(f"give either --{what} or --{what}_dir")
     if folder:
         existing_folder(folder, f"--{what}_dir {folder}")
-        files = sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                       if not name.startswith(".") and os.path.isfile(os.path.join(folder, name)))
-        if not files:
-            raise UserError(f"--{what}_dir {folder}: holds no files")
-        return files
+        return folder_inputs(folder, what)
     paths = [path] if os.path.exists(path) else [p for p in path.split(",") if p]  # "Paris, 2019.jpg" is one
     for p in paths:
         if os.path.isdir(p):
@@ -148,6 +145,26 @@ def media_files(path, folder, what):
             also = f", or its pictures as a video with --content {sequence}" if sequence else ""
             raise UserError(f"--{what} {p}: a folder; give a folder of inputs with --{what}_dir{also}")
     return [video.existing_input(p, f"--{what}") for p in paths]
+
+
+def folder_inputs(folder, what):
+    """The files of a --X_dir, and for --content_dir the image sequences of its folders (DAVIS/JPEGImages/480p
+    holds a folder of numbered pictures for each video), by name."""
+    found = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith("."):
+            continue
+        if os.path.isfile(path):
+            found.append(path)
+        elif what == "content" and os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK):
+            sequence = video.sequence_in(path)
+            if sequence:
+                found.append(sequence)
+    if not found:
+        raise UserError(f"--{what}_dir {folder}: holds no files" + (" nor folders of numbered pictures"
+                                                                    if what == "content" else ""))
+    return found
 
 
 def kinds_of(files, what, from_folder):

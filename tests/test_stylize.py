@@ -313,6 +313,29 @@ def test_an_image_sequence_is_stylized_as_a_video(stylize, clips, tmp_path):
         assert (np.abs(image - frame) <= 1).mean() >= 0.999
 
 
+def test_content_dir_takes_each_folder_of_numbered_pictures_as_a_video(stylize, clips, tmp_path):
+    """DAVIS/JPEGImages/480p: a folder per video. Its files are inputs as before; a folder without a sequence is
+    none."""
+    davis = tmp_path / "480p"
+    davis.mkdir()
+    numbered_pictures(davis / "bear", range(3))
+    numbered_pictures(davis / "car-turn", range(4), name="frame_%04d.jpg")
+    Image.fromarray(pattern(1, 40, 30)).save(davis / "still.png")
+    (davis / "notes").mkdir()
+    (davis / "notes" / "readme.txt").write_text("not a picture")
+    code, lines = stylize("--content_dir", davis, "--style", clips["style"], "--output", tmp_path / "o",
+                          "--content_size", "0", "--save_ext", ".png")
+    assert code == 0, lines
+    made = sorted(os.listdir(tmp_path / "o"))
+    assert made == ["bear_stylized_style.mp4", "car-turn_stylized_style.mp4", "still_stylized_style.png"]
+    assert [len(describe(str(tmp_path / "o" / name))["frames"]) for name in made[:2]] == [3, 4]
+    other = tmp_path / "other"
+    (other / "notes").mkdir(parents=True)
+    code, lines = stylize("--content_dir", other, "--style", clips["style"], "--output", tmp_path / "o")
+    assert code == 1 and lines == [f"error: --content_dir {other}: holds no files nor folders of numbered "
+                                   "pictures"], lines
+
+
 def test_a_picture_of_a_sequence_that_cannot_be_read_costs_its_own_frame(stylize, clips, tmp_path):
     """As a damaged packet of a video: a warning, exit 1, and its time left empty in the stylized video."""
     sequence = numbered_pictures(tmp_path / "seq", range(5))
