@@ -28,10 +28,16 @@ MAX_PIXELS = 2 * 89_478_485
 
 
 def find_images(folder):
-    """Image files under `folder` at any depth, by extension, hidden files and folders left out."""
+    """Image files under `folder` at any depth, by extension, hidden files and folders left out. Links to folders
+    are followed (a dataset assembled from links to shared ones), each folder read once: a link back up or a
+    second link to one folder adds nothing."""
     existing_folder(folder, folder)
-    found = []
-    for root, dirs, files in os.walk(folder):
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        if os.path.realpath(root) in seen:
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(root))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [os.path.join(root, f) for f in sorted(files)
                   if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]

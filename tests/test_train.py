@@ -50,6 +50,19 @@ def test_finds_images_at_any_depth_and_only_images(dataset_folder):
     assert names == ["a.jpg", "b.png", "style1/c.jpg", "style1/deep/d.jpg", "style2/e.bmp"]
 
 
+def test_follows_linked_folders_once_each(tmp_path):
+    """A dataset assembled from links to folders kept elsewhere (a cluster's shared datasets), as torchvision's
+    ImageFolder reads it; a link back up, or a second link to one folder, adds nothing and does not loop."""
+    write_images(tmp_path / "shared" / "coco", ["x.jpg", "y.jpg"])
+    data = tmp_path / "data"
+    write_images(data, ["a.jpg"])
+    (data / "coco").symlink_to(tmp_path / "shared" / "coco")
+    (data / "coco_again").symlink_to(tmp_path / "shared" / "coco")
+    (data / "loop").symlink_to(data)
+    names = [os.path.relpath(p, data) for p in sampler.find_images(str(data))]
+    assert names == ["a.jpg", "coco/x.jpg", "coco/y.jpg"]
+
+
 def test_finds_phone_photos_and_avif(tmp_path):
     write_images(tmp_path, ["a.heic", "b.HEIF", "c.avif"])
     names = [os.path.basename(p) for p in sampler.find_images(str(tmp_path))]
