@@ -11,8 +11,9 @@ experiments/), one set per --save_model_interval and at the end:
 - `state_iter_N.pkl`: Adam's moments (`m.i`, `v.i`, in parameter order), its step count
   `n_step`, the `iteration` and the position in the image streams (`samples`).
 Every file is written atomically and the state file last, so a run killed at any moment
-leaves the previous checkpoint whole; --resume takes the newest intact one. A run without
---resume refuses a --save_dir that holds checkpoints: it would overwrite them.
+leaves the previous checkpoint whole; --resume takes the newest intact one (--resume auto: or
+none, starting afresh, where there is none). A run without --resume refuses a --save_dir that
+holds checkpoints: it would overwrite them.
 
 Under `mpirun -np N` each rank trains on its own --batch_size images of every global batch
 and Jittor averages the gradients: an update equals one process's with a batch of
@@ -87,7 +88,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seeds data order, crops and noise: runs are reproducible")
     parser.add_argument("--resume", nargs="?", const="latest",
                         help="continue from the newest intact checkpoint in --save_dir, or from the "
-                             "given state_iter_N.pkl; an error if there is none")
+                             "given state_iter_N.pkl; an error if there is none. --resume auto: start "
+                             "afresh where --save_dir holds none (a job script that a cluster may requeue)")
     parser.add_argument("--save_pth", action="store_true", help="also write PyTorch .pth checkpoints")
     backend.add_device_argument(parser)
     return parser.parse_args(argv)
@@ -216,8 +218,15 @@ def _shapes(module):
 
 
 def resume(choice, folder, decoder, mcc_module, optimizer):
-    """Load the checkpoint `choice` ('latest': the newest intact one in `folder`); returns (iteration, samples)."""
-    candidates = complete_checkpoints(folder) if choice == "latest" else [choice]
+    """Load the checkpoint `choice` ('latest': the newest intact one in `folder`; 'auto': the same, or none where
+    `folder` holds none); returns (iteration, samples)."""
+    newest = choice in ("latest", "auto")
+    candidates = complete_checkpoints(folder) if newest else [choice]
+    if not candidates and choice == "auto":
+        check_same_checkpoint_on_every_rank(0, 0)
+        if jt.rank == 0:
+            print(f"--resume auto: no checkpoint in {folder}, starting afresh", file=sys.stderr)
+        return 0, 0
     if not candidates:
         raise UserError(f"--resume: no complete checkpoint in {folder}; run without --resume to start fresh")
     for state_path in candidates:
@@ -225,7 +234,7 @@ def resume(choice, folder, decoder, mcc_module, optimizer):
             decoder_state, mcc_state, state = read_checkpoint(state_path, decoder, mcc_module, optimizer)
             break
         except UserError as error:
-            if choice != "latest":
+            if not newest:
                 raise
             if jt.rank == 0:
                 print(f"warning: skipping a damaged checkpoint: {error}", file=sys.stderr)

@@ -257,6 +257,17 @@ def test_resumed_run_equals_the_uninterrupted_one(trained):
     assert not [p for p in os.listdir(trained["resumed"] / "models") if p.startswith(".tmp-")]
 
 
+def test_resume_auto_starts_afresh_then_resumes_as_the_uninterrupted_run(trained, weight_files, tmp_path, run_main):
+    """One command for a job that a cluster may requeue: the first run starts afresh, the next resumes."""
+    models = tmp_path / "models"
+    argv = train_argv(weight_files, trained["data"], models, tmp_path / "logs", "--batch_size", "1", "--resume", "auto")
+    code, lines = run_main(train, *argv, "--max_iter", "2")
+    assert code == 0 and lines == [f"--resume auto: no checkpoint in {models}, starting afresh"], lines
+    code, lines = run_main(train, *argv, "--max_iter", "4")
+    assert code == 0 and lines == [f"resuming from {models / 'state_iter_2.pkl'}"], lines
+    assert_same_parameters(trained["straight"] / "models", models, 4)
+
+
 def test_resume_skips_a_damaged_newest_checkpoint(trained, weight_files, tmp_path, capsys):
     models = tmp_path / "models"
     shutil.copytree(trained["straight"] / "models", models)
