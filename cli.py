@@ -21,8 +21,22 @@ class UserError(Exception):
     """A mistake the user can fix (a missing file, a bad flag): shown as one line, no traceback."""
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """--help with each flag's default, where it has one and its help does not already say it: what a run does
+    without the flag (--lr, --max_iter …) is the first thing a researcher looks up."""
+
+    def _get_help_string(self, action):
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS) or "default" in action.help:
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes are UserErrors: one `error:` line and exit 1, like every other user error."""
+    """argparse whose mistakes are UserErrors: one `error:` line and exit 1, like every other user error; --help
+    shows the defaults (`HelpWithDefaults`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(formatter_class=HelpWithDefaults, **kwargs)
 
     def error(self, message):
         raise UserError(f"{message} (see --help)")

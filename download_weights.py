@@ -84,7 +84,7 @@ def manual_instructions(folder):
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dest", default=FOLDER, help="folder for the weights (default: experiments)")
+    parser.add_argument("--dest", default=FOLDER, help="folder for the weights")
     parser.add_argument("--base_url", help="fetch every file from this folder URL instead (a mirror), "
                                            "as <base_url>/<file name>")
     args = parser.parse_args(argv)

@@ -75,12 +75,12 @@ def parse_args(argv=None):
     parser.add_argument("--resize_stylized", action="store_true",
                         help="scale stylized frames to the content's size instead of refusing other sizes")
     parser.add_argument("--strip_frames", type=int, default=4,
-                        help="frames shown in strip.png and heatmaps.png (default 4)")
+                        help="frames shown in strip.png and heatmaps.png")
     parser.add_argument("--feature_every", type=int, default=FEATURE_EVERY, metavar="K",
                         help="compute the VGG figures on one pair of consecutive frames in every K: "
                              f"frames 0 and 1, K and K+1, … (default {FEATURE_EVERY}; 1 = every frame, the slowest)")
     parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
-                        help=f"refuse frames larger than this many pixels (default {transformer.MAX_PIXELS:,})")
+                        help=f"refuse frames larger than this many pixels (default {transformer.MAX_PIXELS:,} = 4096²)")
     backend.add_device_argument(parser)
     args = parser.parse_args(argv)
     for flag in ("strip_frames", "feature_every", "max_pixels"):

@@ -60,13 +60,11 @@ def parse_args(argv=None):
     style.add_argument("--style_dir", help="a folder of style images, each used in turn")
     parser.add_argument("--style_interpolation_weights",
                         help="comma-separated weights, one per --style, to blend the styles into one")
-    parser.add_argument("--output", default="output", help="folder for the results (default: output)")
+    parser.add_argument("--output", default="output", help="folder for the results")
     vgg, decoder, mcc = download_weights.DEFAULT_PATHS
-    parser.add_argument("--vgg_path", "--vgg", default=vgg, help=f"encoder weights, .pth or .pkl (default {vgg})")
-    parser.add_argument("--decoder_path", "--decoder", default=decoder,
-                        help=f"decoder weights, .pth or .pkl (default {decoder})")
-    parser.add_argument("--transform_path", "--transform", default=mcc,
-                        help=f"MCC module weights, .pth or .pkl (default {mcc})")
+    parser.add_argument("--vgg_path", "--vgg", default=vgg, help="encoder weights, .pth or .pkl")
+    parser.add_argument("--decoder_path", "--decoder", default=decoder, help="decoder weights, .pth or .pkl")
+    parser.add_argument("--transform_path", "--transform", default=mcc, help="MCC module weights, .pth or .pkl")
     parser.add_argument("--a", "--alpha", dest="alpha", type=float, default=1.0,
                         help="style strength in [0, 1]: 1 is full style, 0 reconstructs the content")
     parser.add_argument("--preserve_color", action="store_true",

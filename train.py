@@ -66,7 +66,7 @@ def parse_args(argv=None):
     parser.add_argument("--vgg", "--vgg_path", default=download_weights.DEFAULT_PATHS[0],
                         help="encoder weights, .pth or .pkl")
     parser.add_argument("--save_dir", default="models",
-                        help="where checkpoints go (default models/, kept apart from experiments/)")
+                        help="where checkpoints go (kept apart from experiments/, the published weights)")
     parser.add_argument("--log_dir", default="logs", help="TensorBoard events, losses.csv and sample grids")
     parser.add_argument("--lr", type=float, default=1e-4, help="initial learning rate")
     parser.add_argument("--lr_decay", type=float, default=5e-5, help="lr at iteration i is lr / (1 + lr_decay · i)")

@@ -355,6 +355,21 @@ def test_bad_input_is_one_clear_line(tmp_path, weight_files, case, run_main):
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], lines
 
 
+@pytest.mark.parametrize("script, shown", [
+    (train, ["--lr LR initial learning rate (default: 0.0001)", "iterations in all (default: 160000)",
+             "(per rank under MPI) (default: 8)", "iterations between checkpoints (default: 10000)",
+             "(default: experiments/vgg_normalised.pth)"]),
+    (test_video, ["folder for the results (default: output)", "(default: experiments/decoder_iter_160000.pth)",
+                  "reconstructs the content (default: 1.0)"])])
+def test_help_shows_what_a_run_does_without_each_flag(script, shown, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    assert [fragment for fragment in shown if fragment not in text] == []
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
 def test_a_fresh_run_refuses_a_save_dir_with_an_earlier_runs_checkpoints(trained, weight_files, tmp_path, run_main):
     """A forgotten --resume: the fresh run would start losses.csv anew and overwrite the earlier run's checkpoints
     one by one as it reached their iterations."""
