@@ -93,13 +93,13 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- reading the videos
 
-def video_facts(path, flag, max_pixels):
+def video_facts(path, flag):
     """(frame count, width, height) of an upright video (`count_frames`, its first frame)."""
     if video.probe(video.existing_input(path, flag)) != "video":
         raise UserError(f"{flag} {path}: not a video that can be read")
-    with contextlib.closing(video.open_video(path, max_pixels)) as reader:
+    with contextlib.closing(video.open_video(path)) as reader:
         count = reader.count_frames()
-    with contextlib.closing(video.open_video(path, max_pixels)) as reader:
+    with contextlib.closing(video.open_video(path)) as reader:
         first = next(reader.frames(), (None,))[0]
     if first is None:
         why = f" ({reader.problem})" if reader.problem else ""
@@ -111,7 +111,7 @@ def video_facts(path, flag, max_pixels):
 
 def check_videos(args):
     """The content's (frames, width, height), after checking that every stylized video matches it."""
-    frames, width, height = video_facts(args.content, "--content", args.max_pixels)
+    frames, width, height = video_facts(args.content, "--content")
     if min(width, height) < net.MIN_SIDE:
         raise UserError(f"--content {args.content}: {width}x{height} is too small for the VGG "
                         f"(at least {net.MIN_SIDE}x{net.MIN_SIDE})")
@@ -120,7 +120,7 @@ def check_videos(args):
     except transformer.TooLarge as error:
         raise UserError(f"--content {args.content}: {error} (--max_pixels raises it)")
     for path in args.stylized:
-        n, w, h = video_facts(path, "--stylized", args.max_pixels)
+        n, w, h = video_facts(path, "--stylized")
         if n != frames:
             raise UserError(f"--stylized {path} has {n} frames, --content {args.content} has {frames} "
                             f"({abs(n - frames)} {'more' if n > frames else 'fewer'}): frame t must match frame t")
@@ -131,9 +131,9 @@ def check_videos(args):
     return frames, width, height
 
 
-def decoded_frames(path, size, max_pixels):
+def decoded_frames(path, size):
     """The video's frames as HWC uint8, scaled to `size` (width, height) when they differ."""
-    with contextlib.closing(video.open_video(path, max_pixels)) as reader:
+    with contextlib.closing(video.open_video(path)) as reader:
         for frame, _ in reader.frames():
             if (frame.shape[1], frame.shape[0]) != size:
                 frame = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
@@ -207,7 +207,7 @@ def style_targets(path, encoder, height, max_pixels):
     Computed once: every frame's style loss compares with these.
     """
     try:
-        image = transformer.load_image(regular_file(path, "--style"), max_pixels)
+        image = transformer.load_image(regular_file(path, "--style"))
         image = transformer.resize_shorter_side(image, transformer.style_side(height), max_pixels)
     except transformer.DAMAGED_PICTURE_ERRORS as error:
         raise UserError(f"--style {path}: not an image that can be used ({one_line(error)})")
@@ -248,7 +248,7 @@ def measure(args, n_frames, size, encoder, style_stats, picture_indices):
     --feature_every leaves out are NaN (null in the report).
     """
     tracks = [Track(args.content)] + [Track(path) for path in args.stylized]
-    streams = [decoded_frames(path, size, args.max_pixels) for path in [args.content] + args.stylized]
+    streams = [decoded_frames(path, size) for path in [args.content] + args.stylized]
     pictures = {}  # t → (frames at t, frames at t − 1), input first
     previous, previous_normalised, decoded = None, None, 0
     for t, frames in enumerate(tqdm(zip(*streams), total=n_frames, unit="frame", desc="evaluating")):

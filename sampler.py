@@ -22,9 +22,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # 8 GB); a batch of eight 256 × 256 crops is 6 MB.
 WORKER_BUFFER_BYTES = 64 * 1024 * 1024
 MAX_SUBSTITUTES = 100  # unreadable images in a row before the loader gives up
-# The original opens training images with Pillow, which refuses only a "decompression bomb" above twice its
-# MAX_IMAGE_PIXELS: the large scans among WikiArt's paintings, above test_video.py's limit, are trained on too.
-MAX_PIXELS = 2 * 89_478_485
 
 
 def find_images(folder):
@@ -78,7 +75,7 @@ class InfiniteImageFolder(Dataset):
 
     def load(self, k):
         """Sample k as a CHW float32 array; its random crop is drawn from (seed, k) too."""
-        image = transformer.load_image(self.path_at(k), MAX_PIXELS, as_shown=False)
+        image = transformer.load_image(self.path_at(k), as_shown=False)
         return transformer.train_transform(image, np.random.default_rng([self.seed, k, 1]), self.crop)
 
     def __getitem__(self, index):

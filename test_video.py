@@ -92,8 +92,9 @@ def parse_args(argv=None):
                         help="also write each stylized video frame as an image in <output>/<name>_frames/: "
                              "000000, 000001, …, or for an image sequence its pictures' names")
     parser.add_argument("--max_pixels", type=int, default=transformer.MAX_PIXELS,
-                        help=f"refuse images and frames larger than this many pixels (default "
-                             f"{transformer.MAX_PIXELS:,} = 4096²; memory grows with it, see README)")
+                        help=f"refuse to stylize images and frames larger than this many pixels, once sized by "
+                             f"--content_size and --style_size (default {transformer.MAX_PIXELS:,} = 4096²; memory "
+                             "grows with it, see README)")
     parser.add_argument("--half", action="store_true",
                         help="run the encoder and decoder in float16 (GPU only; the MCC module stays float32): "
                              "faster, and differs from float32 by round-off (see docs/gpu.md)")
@@ -253,12 +254,12 @@ def share_of_this_rank(outputs):
     return dict(list(outputs.items())[jt.rank::jt.world_size])
 
 
-def read_picture(path, what, max_pixels):
+def read_picture(path, what):
     """The picture at `path` as an RGB PIL image, or an InputError saying why it cannot be used."""
     try:
-        return transformer.load_image(path, max_pixels)
+        return transformer.load_image(path)
     except transformer.TooLarge as error:
-        raise InputError(f"{what} {path}: {error} (--max_pixels raises it)")
+        raise InputError(f"{what} {path}: {error}, Pillow's against decompression bombs (the original's too)")
     except transformer.DAMAGED_PICTURE_ERRORS as error:
         raise InputError(f"{what} {path}: not an image that can be read ({one_line(error)})")
 
@@ -286,7 +287,7 @@ def style_arrays(paths, content_height, content_colours, args):
     recoloured by CORAL with --preserve_color."""
     arrays = []
     for path in paths:
-        image = read_picture(path, "--style", args.max_pixels)
+        image = read_picture(path, "--style")
         array = sized(image, transformer.style_side(content_height, args.style_size), args.crop, args.max_pixels,
                       f"style {path}")
         arrays.append(transformer.coral(array, content_colours) if args.preserve_color else array)
@@ -358,7 +359,7 @@ def frames_per_pass(height, width, wanted, what):
 
 
 def stylize_image(content_path, style_paths, out_path, stylizer, args):
-    image = read_picture(content_path, "--content", args.max_pixels)
+    image = read_picture(content_path, "--content")
     size = IMAGE_CONTENT_SIZE if args.content_size is None else args.content_size
     what = f"content {content_path}"
     content = transformer.array_to_image(sized(image, size, args.crop, args.max_pixels, what))
@@ -390,7 +391,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
     """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
     rate = args.frame_rate or video.DEFAULT_RATE
-    with contextlib.closing(video.open_video(content_path, args.max_pixels, rate)) as reader:
+    with contextlib.closing(video.open_video(content_path, rate)) as reader:
         what = f"content {content_path}"
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)

@@ -13,9 +13,13 @@ from PIL import Image, ImageCms, ImageOps
 
 TRAIN_CROP = 256
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-# The default --max_pixels: the largest image or frame we decode and stylize. Each
-# 64-channel feature map of a 4096 × 4096 image takes 4.3 GB, and a few are alive at once.
+# The default --max_pixels: the largest image or frame we stylize, once sized by --content_size or
+# --style_size. Each 64-channel feature map of a 4096 × 4096 image takes 4.3 GB, and a few are alive at once.
 MAX_PIXELS = 4096 * 4096
+# The largest picture we decode, whatever it is then resized to: Pillow's own limit against decompression
+# bombs (twice its MAX_IMAGE_PIXELS), which the original meets too. A phone's 48- or 50-megapixel photo is
+# well below it (145 MB decoded), and so are the large scans among WikiArt's paintings.
+DECODE_MAX_PIXELS = 2 * 89_478_485
 
 
 # What PIL and its format plugins raise on a damaged file, or one of another kind (pillow-heif raises
@@ -30,9 +34,9 @@ class TooLarge(ValueError):
 # ---------------------------------------------------------------- images ↔ arrays
 
 def open_picture(path):
-    """Image.open with Pillow's decompression-bomb check off: the size is checked against our
-    own limit (`check_pixels`) before anything is decoded, and a picture too large for Pillow
-    must still be recognised as a picture, not handed to FFmpeg."""
+    """Image.open with Pillow's decompression-bomb check off: the size is checked against the
+    same limit (DECODE_MAX_PIXELS) before anything is decoded, and a picture too large for
+    Pillow must still be recognised as a picture, not handed to FFmpeg."""
     pillow_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -56,16 +60,16 @@ def check_pixels(width, height, max_pixels, what="the image"):
         raise TooLarge(f"{what} is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}")
 
 
-def load_image(path, max_pixels=MAX_PIXELS, as_shown=True):
+def load_image(path, as_shown=True):
     """An RGB PIL image from any file PIL reads, as a viewer shows it: turned upright per its EXIF
     orientation, its colours in sRGB per its ICC profile (`in_srgb`).
 
-    Its size is checked against `max_pixels` before it is decoded (TooLarge); a damaged file
-    raises one of DAMAGED_PICTURE_ERRORS. Training reads its images as the original does,
+    Its size is checked against DECODE_MAX_PIXELS before it is decoded (TooLarge); a damaged
+    file raises one of DAMAGED_PICTURE_ERRORS. Training reads its images as the original does,
     without EXIF rotation or profile (`as_shown=False`).
     """
     with open_picture(path) as image:
-        check_pixels(*image.size, max_pixels)
+        check_pixels(*image.size, DECODE_MAX_PIXELS, "the picture")
         return in_srgb(ImageOps.exif_transpose(image)) if as_shown else to_rgb(image)
 
 

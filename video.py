@@ -157,13 +157,13 @@ def demux(container, *streams):
         return
 
 
-def open_video(path, max_pixels=transformer.MAX_PIXELS, sequence_rate=DEFAULT_RATE):
+def open_video(path, sequence_rate=DEFAULT_RATE):
     """A reader of the video at `path`, to `close`: FFmpeg's (`VideoReader`), or PIL's for an animated WebP,
     which FFmpeg (8.1) does not decode (`AnimatedWebP`), and for an image sequence at `sequence_rate` frames/s
-    (`ImageSequence`); these two check `max_pixels` before they decode."""
+    (`ImageSequence`); these two check each picture against `transformer.DECODE_MAX_PIXELS` before they decode."""
     if is_image_sequence(path):
-        return ImageSequence(path, max_pixels, sequence_rate)
-    return AnimatedWebP(path, max_pixels) if transformer.picture_format(path)[0] == "WEBP" else VideoReader(path)
+        return ImageSequence(path, sequence_rate)
+    return AnimatedWebP(path) if transformer.picture_format(path)[0] == "WEBP" else VideoReader(path)
 
 
 def video_streams(container):
@@ -420,8 +420,8 @@ class AnimatedWebP:
     time_base, start, audio_index, colour, pixel_aspect = fractions.Fraction(1, 1000), 0, None, SRGB, None
     video, metadata = None, {}
 
-    def __init__(self, path, max_pixels):
-        self.path, self.max_pixels = path, max_pixels
+    def __init__(self, path):
+        self.path = path
         self.image = transformer.open_picture(path)
         self.frames_expected = self.image.n_frames
         self.rate = DEFAULT_RATE  # the encoder's nominal rate; the frames keep their own times
@@ -433,7 +433,7 @@ class AnimatedWebP:
     def frames(self):
         index = 0
         try:
-            transformer.check_pixels(*self.image.size, self.max_pixels, "its canvas")
+            transformer.check_pixels(*self.image.size, transformer.DECODE_MAX_PIXELS, "its canvas")
             for index in range(self.frames_expected):
                 self.image.seek(index)
                 self.image.load()
@@ -456,8 +456,8 @@ class ImageSequence:
     damaged packet does; its time stays empty. sRGB, no sound, no tags, square pixels."""
     start, audio_index, colour, pixel_aspect, video, metadata = 0, None, SRGB, None, None, {}
 
-    def __init__(self, pattern, max_pixels, rate=DEFAULT_RATE):
-        self.path, self.max_pixels = pattern, max_pixels
+    def __init__(self, pattern, rate=DEFAULT_RATE):
+        self.path = pattern
         self.files = sequence_files(pattern)
         self.frames_expected = len(self.files)
         self.rate = fractions.Fraction(rate)
@@ -473,7 +473,7 @@ class ImageSequence:
         size, unreadable = None, []
         for index, path in enumerate(self.files):
             try:
-                image = transformer.load_image(path, self.max_pixels)
+                image = transformer.load_image(path)
             except transformer.DAMAGED_PICTURE_ERRORS as error:  # TooLarge among them
                 unreadable.append(f"{path}: {error}")
                 continue

@@ -15,10 +15,11 @@ import av
 import numpy as np
 import pillow_heif
 import pytest
-from PIL import Image, WebPImagePlugin
+from PIL import Image, PngImagePlugin, WebPImagePlugin
 
 import cli
 import test_video
+import transformer
 import video
 import weights
 from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, retagged, shifted
@@ -506,12 +507,14 @@ def test_a_song_with_cover_art_is_not_a_video(stylize, clips, tmp_path):
     assert code == 1 and lines == [f"error: {song}: neither an image nor a video that can be read"]
 
 
-def test_an_animated_webp_above_the_pixel_limit_is_refused_before_decoding(stylize, clips, tmp_path, monkeypatch):
-    """PIL decodes its whole canvas for each frame: a damaged header can announce gigabytes."""
+def test_an_animated_webp_above_the_decoding_limit_is_refused_before_decoding(stylize, clips, tmp_path, monkeypatch):
+    """PIL decodes its whole canvas for each frame: a damaged header can announce gigabytes. (The limit is
+    lowered here: a WebP canvas above Pillow's limit takes minutes to write.)"""
     path = tmp_path / "big.webp"
     make_clip(str(path), 48, 40, frames=3, audio=None, container="webp", codec="libwebp_anim")
     monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", lambda image: pytest.fail("a frame was decoded"))
-    code, lines = stylize("--content", path, "--style", clips["style"], "--max_pixels", "1000", "--output", tmp_path)
+    monkeypatch.setattr(transformer, "DECODE_MAX_PIXELS", 1000)
+    code, lines = stylize("--content", path, "--style", clips["style"], "--output", tmp_path)
     assert code == 1 and len(lines) == 1 and "48x40 = 1,920 pixels, above the limit of 1,000" in lines[0], lines
 
 
@@ -868,19 +871,32 @@ def big_picture(tmp_path_factory):
     return path
 
 
-def test_pictures_above_the_pixel_limit_are_refused_before_decoding(stylize, clips, big_picture, tmp_path):
+def test_a_large_photo_is_stylized_at_the_size_asked_for(stylize, clips, big_picture, tmp_path):
+    """A camera's or a phone's photo (24 to 50 megapixels) as the content, at the default --content_size of 512,
+    and as the style, sized to the content's height: the original stylizes both, and the pixel limit is that of
+    the network's input."""
+    code, lines = stylize("--content", big_picture, "--style", big_picture, "--output", tmp_path)
+    assert code == 0, lines
+    assert Image.open(tmp_path / "big_stylized_big.jpg").size == (512, 512)
+
+
+def test_a_picture_stylized_above_the_pixel_limit_is_refused(stylize, clips, big_picture, tmp_path):
     code, lines = stylize("--content", big_picture, "--style", clips["style"], "--content_size", "0",
                           "--output", tmp_path)
     assert code == 1 and len(lines) == 1
-    assert lines[0].endswith("is 6000x6000 = 36,000,000 pixels, above the limit of 16,777,216 (--max_pixels raises it)")
+    assert lines[0].endswith("is 6000x6000 = 36,000,000 pixels, above the limit of 16,777,216 (--max_pixels "
+                             "raises it; --content_size/--style_size shrink it)")
 
 
-def test_a_decompression_bomb_stays_a_picture(stylize, clips, tmp_path):
+def test_a_decompression_bomb_stays_a_picture_and_is_refused_before_decoding(stylize, clips, tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.png"
     Image.new("L", (14000, 14000)).save(bomb)  # 190 kB; Pillow itself refuses it as a bomb
     assert video.probe(str(bomb)) == "image"
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda image: pytest.fail("the bomb was decoded"))
     code, lines = stylize("--content", bomb, "--style", clips["style"], "--output", tmp_path / "o")
-    assert code == 1 and len(lines) == 1 and "14000x14000 = 196,000,000 pixels, above the limit" in lines[0]
+    assert code == 1 and len(lines) == 1
+    assert lines[0].endswith("the picture is 14000x14000 = 196,000,000 pixels, above the limit of 178,956,970, "
+                             "Pillow's against decompression bombs (the original's too)")
 
 
 @pytest.mark.parametrize("height,width,batch_size,frames", [
