@@ -162,18 +162,21 @@ def _reason(stderr):
 
 
 def keep_compile_workers_out_of_terminal_signals():
-    """Jittor compiles its core in a pool of worker processes (multiprocessing). A Ctrl-C or a
-    `kill` of the whole process group killed them too, and the pool's own thread forked
-    replacements while the main process exited: one outlived it, waiting for work forever and
-    holding the terminal's output open. In a session of their own the workers get no terminal
-    signal, and they die with the main process all the same (Jittor's worker set-up asks the kernel
-    to kill them when it exits).
+    """Jittor compiles its core in a pool of worker processes (multiprocessing), which lives as
+    long as the main process. A Ctrl-C or a `kill` of the whole process group killed them too, and
+    the pool's own thread forked replacements while the main process exited: one outlived it,
+    waiting for work forever and holding the terminal's output open. In a session of their own the
+    workers get no terminal signal, and they die with the main process all the same (Jittor's
+    worker set-up asks the kernel to kill them when it exits). They also ignore SIGUSR1, which asks
+    train.py to stop after a checkpoint and which Slurm sends to every process of a job step: it
+    would kill them, and Jittor ends the main process when one of its children dies.
     """
     import jittor_utils
     set_up_worker = jittor_utils.pool_initializer
 
     def pool_initializer():
         os.setsid()
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         set_up_worker()
 
     jittor_utils.pool_initializer = pool_initializer

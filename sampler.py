@@ -6,8 +6,10 @@ stream never ends, reshuffles at every epoch, fills every batch (a batch that cr
 epoch boundary takes the rest from the next permutation), does not depend on how many
 workers decode it, and resumes exactly from any position.
 """
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 
 import numpy as np
@@ -22,6 +24,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 # 8 GB); a batch of eight 256 × 256 crops is 6 MB.
 WORKER_BUFFER_BYTES = 64 * 1024 * 1024
 MAX_SUBSTITUTES = 100  # unreadable images in a row before the loader gives up
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent exits
 
 
 def find_images(folder):
@@ -64,8 +67,14 @@ class InfiniteImageFolder(Dataset):
         # as an interruption): it leaves its fatal error here, shared memory made before the
         # workers fork, for `raise_failure` to raise in the main process.
         self.failure = multiprocessing.Array("c", 1024)
+        self.main_process = os.getpid()
         self.set_attrs(batch_size=batch_size, total_len=length, shuffle=False, drop_last=True,
                        num_workers=n_threads, buffer_size=WORKER_BUFFER_BYTES)
+
+    def _worker_main(self, *args):
+        """Where each of Jittor's data workers, a fork of the main process, starts: `set_up_worker` first."""
+        set_up_worker(self.main_process)
+        super()._worker_main(*args)
 
     def path_at(self, k):
         epoch, position = divmod(k, len(self.paths))
@@ -94,6 +103,24 @@ class InfiniteImageFolder(Dataset):
                       f"{self.skipped} skipped so far by this loader", file=sys.stderr, flush=True)
         self.failure.value = f"{MAX_SUBSTITUTES} unreadable images in a row near {self.path_at(k)}".encode()[:1023]
         return np.zeros((3, self.crop, self.crop), np.float32)
+
+
+def set_up_worker(main_process):
+    """A data worker's signals. The fork gave it the main process's Python handlers, which run only between Python
+    bytecodes, and a worker that waits in Jittor's C++ for room in its buffer never gets there: the SIGTERM of
+    Jittor's `terminate` at the end of a run left it waiting, and the run waited for it at its exit, forever. So
+    SIGTERM gets its default action back; Ctrl-C and train.py's SIGUSR1, which a terminal and Slurm send to every
+    process, are the main process's to act on; and the kernel ends the worker when the main process exits (on
+    Ctrl-C or SIGTERM it leaves at once, without waiting for its workers)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # no glibc: Jittor's `terminate` remains what ends the workers
+        return
+    if os.getppid() != main_process:  # the main process ended before prctl took effect
+        os._exit(0)
 
 
 def raise_failure(*datasets):

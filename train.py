@@ -25,6 +25,11 @@ folder for all (shared among the nodes of a cluster).
 A run whose loss or weights become infinite or NaN (a learning rate too high) stops at that
 iteration with one line naming the last checkpoint, before it writes checkpoints that --resume
 would take.
+
+SIGUSR1 (`kill -USR1`; from Slurm before a time limit, docs/gpu.md; mpirun passes it on to
+every rank) stops a run after a checkpoint at the end of its current iteration, with one line
+and exit status 138; SIGTERM and Ctrl-C end it at once (143, 130), keeping the checkpoints
+written before.
 """
 import contextlib
 import csv
@@ -33,6 +38,7 @@ import io
 import math
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -55,6 +61,10 @@ from cli import ArgumentParser, UserError, run, write_atomically, writable_folde
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)
 SQUARES = "sum of squared parameters"
+# The signal that asks a run to write a checkpoint at the end of its iteration and stop (`kill -USR1`; Slurm's
+# `--signal` before a time limit; mpirun passes it on to every rank); SIGTERM and Ctrl-C end it at once.
+STOP_SIGNAL = signal.SIGUSR1
+STOP = "stop asked"  # the share of ranks that were asked to stop by this iteration
 START_AFRESH = "to start afresh, give another --save_dir or remove them"
 
 
@@ -124,9 +134,9 @@ def noise_for(seed, iteration, first_sample, shape):
     return (np.stack(samples) * sigma).astype(np.float32)
 
 
-def train_step(network, optimizer, content, style, noise, content_weight, style_weight):
-    """One optimisation step; returns the loss terms and weighted total of the global batch as floats, and the sum
-    of the squared parameters after the step (`SQUARES`).
+def train_step(network, optimizer, content, style, noise, content_weight, style_weight, stop_asked=False):
+    """One optimisation step; returns the loss terms and weighted total of the global batch as floats, the sum
+    of the squared parameters after the step (`SQUARES`), and the share of ranks asked to stop (`STOP`).
 
     The TV loss is a sum over the batch (the others are means): under MPI, where the
     gradients are averaged over ranks, it is weighted by the number of ranks so that an
@@ -147,10 +157,11 @@ def train_step(network, optimizer, content, style, noise, content_weight, style_
     # inf or NaN as soon as one parameter is. A NaN weight need not reach the loss: Jittor's own ReLU (the GPU's)
     # turns NaN into 0, and a layer of NaN weights behind it then trained on silently, into the checkpoints.
     squares = net.total([(param * param).sum() for param in optimizer.param_groups[0]["params"]])
-    values = jt.concat([value.reshape((1,)) for value in [*losses.values(), total, squares]])
+    stop = jt.array([float(stop_asked)]).cast(total.dtype)
+    values = jt.concat([value.reshape((1,)) for value in [*losses.values(), total, squares, stop]])
     if jt.in_mpi:
         values = values.mpi_all_reduce("mean")
-    return dict(zip([*losses, "total", SQUARES], values.numpy().tolist()))
+    return dict(zip([*losses, "total", SQUARES, STOP], values.numpy().tolist()))
 
 
 def check_finite(values, iteration, save_dir):
@@ -393,9 +404,27 @@ def loaders(args, start, samples):
     return stream(args.content_dir, 0), stream(args.style_dir, 1)
 
 
+def stop_requests():
+    """A list that gets an entry whenever STOP_SIGNAL arrives. Set before the data workers start: they inherit the
+    handler (Slurm signals every process of a job step), which in them changes nothing."""
+    requests = []
+    signal.signal(STOP_SIGNAL, lambda signum, frame: requests.append(signum))
+    return requests
+
+
+def report_stop(save_dir, iteration, max_iter):
+    """The line that ends a run stopped by STOP_SIGNAL, and its exit status: 128 + the signal, as for SIGTERM and
+    Ctrl-C, since the run is not finished."""
+    if jt.rank == 0:
+        print(f"stopped at iteration {iteration} of {max_iter} on {STOP_SIGNAL.name}: its checkpoint "
+              f"{checkpoint_paths(save_dir, iteration)['state']} is written; --resume continues", file=sys.stderr)
+    raise SystemExit(128 + STOP_SIGNAL)
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
+    stop_asked = stop_requests()
     backend.use_device(args.use_cuda)
     if jt.rank == 0:
         writable_folder(args.save_dir, "save_dir")
@@ -411,13 +440,16 @@ def main(argv=None):
     log = TrainingLog(args.log_dir, start) if jt.rank == 0 else None
     progress = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, disable=jt.rank != 0,
                     file=sys.stderr, dynamic_ncols=True)
+    stopped = False
     try:
         for iteration, content, style in zip(progress, content_loader, style_loader):
             sampler.raise_failure(content_loader, style_loader)
             optimizer.lr = learning_rate(args.lr, args.lr_decay, iteration)
             noise = noise_for(args.seed, iteration, samples + jt.rank * args.batch_size, content.shape)
-            values = train_step(network, optimizer, content, style, noise, args.content_weight, args.style_weight)
+            values = train_step(network, optimizer, content, style, noise, args.content_weight, args.style_weight,
+                                bool(stop_asked))
             done, samples = iteration + 1, samples + args.batch_size * jt.world_size
+            stopped = values.pop(STOP) > 0 and done < args.max_iter  # on every rank alike: see train_step
             check_finite(values, done, args.save_dir)
             if log:
                 progress.set_postfix(content=f"{values['content']:.3f}", style=f"{values['style']:.3f}",
@@ -428,13 +460,18 @@ def main(argv=None):
                         stylized = network.generate(network.encode_with_intermediate(content),
                                                     network.encode_with_intermediate(style)).numpy()
                     log.samples(done, content.numpy(), style.numpy(), stylized)
-                if done % args.save_model_interval == 0 or done == args.max_iter:
+                if done % args.save_model_interval == 0 or done == args.max_iter or stopped:
                     save_checkpoint(args.save_dir, done, samples, decoder, mcc_module, optimizer, args.save_pth)
+            if stopped:
+                break
     finally:
+        progress.close()
         content_loader.terminate()
         style_loader.terminate()
         if log:
             log.close()
+    if stopped:
+        report_stop(args.save_dir, done, args.max_iter)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """train.py and sampler.py: the sampler's stream, learning, checkpoints, resume, MPI, bad input."""
+import contextlib
 import io
 import json
 import os
@@ -395,6 +396,102 @@ def test_a_fresh_run_refuses_a_save_dir_with_an_earlier_runs_checkpoints(trained
                                        "give another --save_dir or remove them"), lines
 
 
+def start_training(argv, mpi_ranks=None):
+    """train.py started in the background, in a process group of its own (under mpirun with `mpi_ranks`), its
+    stderr piped."""
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    launcher = ["mpirun", *root, "--oversubscribe", "-np", str(mpi_ranks)] if mpi_ranks else []
+    return subprocess.Popen([*launcher, sys.executable, "train.py", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def processes_of(marker):
+    """The ids of the processes whose command line holds `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            if marker in f.read().decode(errors="replace"):
+                found.append(int(pid))
+    return found
+
+
+def wait_for_iterations(job, losses, count, timeout):
+    """Until losses.csv holds `count` iterations: the run is training."""
+    deadline = time.time() + timeout
+    while not (losses.exists() and len(losses.read_text().splitlines()) > count):
+        assert time.time() < deadline and job.poll() is None, f"not {count} iterations within {timeout} s"
+        time.sleep(0.1)
+
+
+def check_stopped_with_a_checkpoint(job, save, logs):
+    """The run said in one line where it stopped and exited 138; its checkpoint there is whole and the newest,
+    and losses.csv ends there. Returns that iteration."""
+    stderr = job.communicate(timeout=MPI_TIMEOUT)[1]
+    stops = [line for line in stderr.splitlines() if line.startswith("stopped at")]
+    assert job.returncode == 138 and len(stops) == 1, stderr[-3000:]
+    match = re.fullmatch(r"stopped at iteration (\d+) of 10000 on SIGUSR1: its checkpoint (\S+) is written; "
+                         r"--resume continues", stops[0])
+    assert match, stops
+    iteration, state = int(match.group(1)), match.group(2)
+    assert train.complete_checkpoints(str(save))[0] == state == str(save / f"state_iter_{iteration}.pkl")
+    weights.read_state_dict(state)
+    assert int((logs / "losses.csv").read_text().splitlines()[-1].split(",")[0]) == iteration
+    assert not [name for name in os.listdir(save) if name.startswith(".tmp-")]
+    return iteration
+
+
+def test_a_run_with_data_workers_ends_when_it_is_done(trained, weight_files, tmp_path):
+    """The workers inherited the main process's Python handler of SIGTERM, which Jittor's `terminate` sends them at
+    the end; a worker waiting in Jittor's C++ for room in its buffer never ran it, and the run, done, waited for
+    that worker at its exit forever. Now each worker takes SIGTERM's default action."""
+    save = tmp_path / "models"
+    job = start_training(train_argv(weight_files, trained["data"], save, tmp_path / "logs", "--batch_size", "1",
+                                    "--max_iter", "20", "--n_threads", "2"))
+    try:
+        stderr = job.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        pytest.fail("the run did not end within 2 minutes")
+    assert job.returncode == 0, stderr[-2000:]
+    assert train.complete_checkpoints(str(save))[0] == str(save / "state_iter_20.pkl")
+
+
+def test_ctrl_c_ends_a_run_and_its_data_workers(trained, weight_files, tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: the main process says "interrupted" and leaves at
+    once, and its data workers, which ignore it, end with it (they waited forever, orphaned, holding their shared
+    memory)."""
+    save, logs = tmp_path / "models", tmp_path / "logs"
+    job = start_training(train_argv(weight_files, trained["data"], save, logs, "--batch_size", "1",
+                                    "--max_iter", "10000", "--n_threads", "2"))
+    wait_for_iterations(job, logs / "losses.csv", 3, timeout=120)
+    os.killpg(job.pid, signal.SIGINT)
+    stderr = job.communicate(timeout=60)[1]
+    assert job.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr[-2000:]
+    deadline = time.time() + 10
+    while processes_of(str(save)):
+        assert time.time() < deadline, "data workers outlived the run"
+        time.sleep(0.1)
+
+
+def test_sigusr1_writes_a_checkpoint_and_stops(trained, weight_files, tmp_path, capsys):
+    """`kill -USR1`, or Slurm's `--signal=USR1@120` before a time limit, which signals every process of the job
+    step (here the data workers and Jittor's compile workers too, which must survive it): the run ends its
+    iteration, writes its checkpoint there and stops, where SIGTERM and Ctrl-C end it at once; --resume
+    continues from there."""
+    save, logs = tmp_path / "models", tmp_path / "logs"
+
+    def argv(max_iter, *extra):
+        return train_argv(weight_files, trained["data"], save, logs, "--batch_size", "1", "--max_iter", max_iter,
+                          "--save_model_interval", "1000", "--n_threads", "2", *extra)
+    job = start_training(argv(10000))
+    wait_for_iterations(job, logs / "losses.csv", 3, timeout=120)
+    os.killpg(job.pid, signal.SIGUSR1)
+    iteration = check_stopped_with_a_checkpoint(job, save, logs)
+    capsys.readouterr()
+    train.main(argv(iteration + 1, "--resume"))
+    assert f"resuming from {save / f'state_iter_{iteration}.pkl'}" in capsys.readouterr().err
+
+
 def test_sigterm_ends_a_run_in_one_line_and_leaves_no_temporary(trained, weight_files, tmp_path):
     """What Slurm pre-emption and `docker stop` send: "interrupted", exit 143, whole checkpoints only."""
     save = tmp_path / "models"
@@ -634,8 +731,9 @@ def test_a_line_on_stderr_is_one_write(start):
     assert result.stdout.strip() == "[b'warning: one line\\n']", result.stdout
 
 
-def rank_pids(marker):
-    """{MPI rank: process id} of the processes whose command line holds `marker`."""
+def rank_processes(marker):
+    """{MPI rank: its process ids, the rank's own first}: the processes whose command line holds `marker`, and
+    the children that share it (Jittor's compile workers)."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -644,11 +742,32 @@ def rank_pids(marker):
             with open(f"/proc/{pid}/environ", "rb") as f:
                 rank = [item[len(b"OMPI_COMM_WORLD_RANK="):] for item in f.read().split(b"\0")
                         if item.startswith(b"OMPI_COMM_WORLD_RANK=")]
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
         if rank and marker in command and "mpirun" not in command:
-            found[int(rank[0])] = int(pid)
-    return found
+            found[int(pid)] = (int(rank[0]), parent)
+    ranks = {}
+    for pid, (rank, parent) in sorted(found.items(), key=lambda item: item[1][1] in found):
+        ranks.setdefault(rank, []).append(pid)
+    return ranks
+
+
+@needs_mpi
+def test_sigusr1_to_one_rank_stops_every_rank_at_one_iteration_with_a_checkpoint(trained, weight_files, tmp_path):
+    """mpirun passes SIGUSR1 on to every rank, which may each see it in another iteration: the ranks agree on the
+    first iteration in which any saw it (in the all-reduce of the step's losses), there rank 0 writes the
+    checkpoint, and all stop. Sent to rank 1 alone here (its own process and its children, Jittor's compile
+    workers, which must survive it), the signal must still stop rank 0, which writes."""
+    save, logs = tmp_path / "models", tmp_path / "logs"
+    argv = train_argv(weight_files, trained["data"], save, logs, "--batch_size", "1", "--max_iter", "10000",
+                      "--save_model_interval", "1000")
+    job = start_training(argv, mpi_ranks=2)
+    wait_for_iterations(job, logs / "losses.csv", 3, timeout=MPI_TIMEOUT)
+    for pid in rank_processes(str(save))[1]:  # as Slurm signals every process of a job step
+        os.kill(pid, signal.SIGUSR1)
+    check_stopped_with_a_checkpoint(job, save, logs)
 
 
 @needs_mpi
@@ -663,7 +782,7 @@ def test_a_rank_killed_mid_run_ends_the_job_and_the_checkpoint_resumes(trained, 
     while not (save / "state_iter_3.pkl").exists():
         assert time.time() < deadline and job.poll() is None, "no checkpoint within the timeout"
         time.sleep(0.2)
-    os.kill(rank_pids(str(save))[1], signal.SIGKILL)
+    os.kill(rank_processes(str(save))[1][0], signal.SIGKILL)
     killed = time.time()
     job.communicate(timeout=60)
     assert job.returncode != 0 and time.time() - killed < 30  # seconds, not a hang
