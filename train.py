@@ -405,8 +405,8 @@ def loaders(args, start, samples):
 
 
 def stop_requests():
-    """A list that gets an entry whenever STOP_SIGNAL arrives. Set before the data workers start: they inherit the
-    handler (Slurm signals every process of a job step), which in them changes nothing."""
+    """A list that gets an entry whenever STOP_SIGNAL arrives, read at each iteration (the data workers, which Slurm
+    signals too, ignore it: `sampler.set_up_worker`)."""
     requests = []
     signal.signal(STOP_SIGNAL, lambda signum, frame: requests.append(signum))
     return requests
