@@ -916,7 +916,10 @@ def test_a_frame_beyond_jittors_pooling_is_one_line(stylize, clips, big_picture,
     assert "6000x6000 is larger than Jittor can pool (at most 33,554,431 pixels)" in lines[0]
 
 
-def test_missing_weights_say_where_to_get_them(clips, tmp_path, run_main):
+def test_missing_weights_say_where_to_get_them(clips, tmp_path, run_main, monkeypatch):
+    """The default paths are relative to the working folder, as the original's; run from one without them (the
+    repository's own holds the published weights once `make demo` has run)."""
+    monkeypatch.chdir(tmp_path)
     code, lines = run_main(test_video, "--content", clips["paths"]["main"], "--style", clips["style"],
                            "--output", tmp_path / "o")
     assert code == 1 and len(lines) == 1
