@@ -36,13 +36,19 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     """Jittor's start-up (backend), once the options are known and before any test module imports Jittor.
 
-    With --use_cuda 0 (the default) a GPU machine gets a CPU build of Jittor, as if the user had
-    set nvcc_path empty: here and in every script the tests start, in this process (whose
-    `--use_cuda auto` would otherwise move the rest of the test run to the GPU) or as a child.
-    The tolerances are the CPU's (TF32 on the GPU exceeds them); gpu_check.sh checks the GPU.
+    With --use_cuda 0 (the default) Jittor is a CPU build, as if the user had set nvcc_path
+    empty: here and in every script the tests start, in this process (whose `--use_cuda auto`
+    would otherwise move the rest of the test run to the GPU) or as a child. The tolerances are
+    the CPU's (TF32 on the GPU exceeds them); gpu_check.sh checks the GPU. That holds where the
+    user's environment names a CUDA toolkit too (Jittor's users often export nvcc_path), which
+    on a machine without a GPU would add the line saying why CUDA is not used to every run.
     """
-    if config.getoption("--use_cuda") == "0" and cuda_setup.gpu_present():
+    if config.getoption("--use_cuda") == "0":
         os.environ.update(nvcc_path="", cache_name="cpu")  # a CPU build, in a cache of its own
+    # The test session is one process, whatever started it (`make test` in a shell that srun gave several tasks):
+    # the warning of processes that run apart (backend.OTHER_LAUNCHERS) would be a line more in every script's.
+    for launcher_variable in ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "PMI_SIZE", "PMI_RANK"):
+        os.environ.pop(launcher_variable, None)
     import backend  # noqa: F401  (must precede every import of jittor)
 
 
