@@ -18,7 +18,7 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 MAX_PIXELS = 4096 * 4096
 # The largest picture we decode, whatever it is then resized to: Pillow's own limit against decompression
 # bombs (twice its MAX_IMAGE_PIXELS), which the original meets too. A phone's 48- or 50-megapixel photo is
-# well below it (145 MB decoded), and so are the large scans among WikiArt's paintings.
+# well below it (about 150 MB decoded), and so are the large scans among WikiArt's paintings.
 DECODE_MAX_PIXELS = 2 * 89_478_485
 
 
