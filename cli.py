@@ -15,6 +15,10 @@ import traceback
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # How long a rank other than 0 of coupled ranks waits before it reports a user error: see `run`.
 RANK_ERROR_DELAY_S = 5
+# The signals that end a script at once, its unfinished outputs removed: Ctrl-C, SIGTERM (kill, Slurm, docker stop),
+# and SIGUSR1, which Slurm sends before a time limit where asked (train.py takes it instead as a request to stop
+# after a checkpoint).
+INTERRUPTIONS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class UserError(Exception):
@@ -48,7 +52,7 @@ _coupled = False  # whether this process is a rank of an mpirun job whose ranks 
 
 
 def _interrupt(signum, frame):
-    """Ctrl-C or SIGTERM: remove unfinished outputs and exit at once.
+    """One of INTERRUPTIONS: remove unfinished outputs and exit at once.
 
     Unwinding the stack instead (KeyboardInterrupt) would wait for whatever the main thread
     was waiting on, Jittor's compiler processes or its data workers, and can hang.
@@ -74,9 +78,9 @@ def one_write_a_line():
 
 
 def run(main, argv=None, workers=False, coupled_ranks=False):
-    """Call `main(argv)`; a UserError becomes one `error:` line and exit 1; Ctrl-C or SIGTERM
-    (what `kill`, Slurm pre-emption and `docker stop` send) "interrupted" and exit 130 or 143,
-    with unfinished outputs removed.
+    """Call `main(argv)`; a UserError becomes one `error:` line and exit 1; Ctrl-C, SIGTERM
+    (what `kill`, Slurm pre-emption and `docker stop` send) or SIGUSR1 (`INTERRUPTIONS`)
+    "interrupted" and exit 128 + the signal (130, 143, 138), with unfinished outputs removed.
 
     Jittor installs a SIGINT handler that exits without that clean-up, and a SIGCHLD handler
     that ends the process with a message about memory whenever a child process is killed.
@@ -95,8 +99,8 @@ def run(main, argv=None, workers=False, coupled_ranks=False):
     global _main_process, _coupled
     _main_process = os.getpid()
     one_write_a_line()
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for interruption in INTERRUPTIONS:
+        signal.signal(interruption, _interrupt)
     if not workers:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _coupled = coupled_ranks and "OMPI_COMM_WORLD_SIZE" in os.environ  # how Jittor knows it runs under mpirun

@@ -713,10 +713,11 @@ def test_a_damaged_packet_costs_one_frame_not_the_rest(tmp_path):
     assert reader.damaged_packets == 1 and "1 damaged packet(s) skipped" in reader.problem
 
 
-@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
 def test_interruption_leaves_no_file_and_says_so(weight_files, clips, tmp_path, sent):
-    """Ctrl-C, or SIGTERM (kill, Slurm pre-emption, docker stop), mid-video, sent to the whole process
-    group as a terminal sends it: one line, nothing left behind.
+    """Ctrl-C, SIGTERM (kill, Slurm pre-emption, docker stop) or SIGUSR1 (what a job script made for training
+    sends before a time limit; its default action left the temporary behind), mid-video, sent to the whole
+    process group as a terminal sends it: one line, nothing left behind.
 
     The one test of test_video.py in a child process: the exit code and signals as the shell sees them.
     A short run of the same command first compiles what the video needs (on a cold Jittor cache), so
