@@ -45,7 +45,7 @@ def pytest_configure(config):
     """
     if config.getoption("--use_cuda") == "0":
         os.environ.update(nvcc_path="", cache_name="cpu")  # a CPU build, in a cache of its own
-    # The test session is one process, whatever started it (`make test` in a shell that srun gave several tasks):
+    # The tests run as one process, whatever started them (`make test` in a shell that srun gave several tasks):
     # the warning of processes that run apart (backend.OTHER_LAUNCHERS) would be a line more in every script's.
     for launcher_variable in ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "PMI_SIZE", "PMI_RANK"):
         os.environ.pop(launcher_variable, None)
