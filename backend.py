@@ -34,7 +34,9 @@ they run apart (`warn_of_processes_that_run_apart`).
 """
 import ctypes
 import glob
+import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -74,6 +76,10 @@ SYSTEM_CONFIG_FOLDERS = ("/usr/bin", "/usr/local/bin")
 RESTARTED = "MCCNET_JITTOR_RESTARTED"  # set in a process that import_jittor started again
 # mallopt(3) parameters of glibc's malloc.h
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+# The characters of a path that Jittor may write unquoted into a shell command (a shell word with no quoting).
+SHELL_SAFE_PATH = re.compile(r"[\w@%+=:,./-]+")
+# Links to the Python environments whose paths have other characters, for Jittor to compile from: one each.
+ENVIRONMENT_LINKS = os.path.join(cuda_setup.JITTOR_CACHE, "mccnet_environments")
 JITTOR_RECOMPILES = "Jittor's compile flags changed since its last start: it recompiles itself (minutes), then goes on"
 cuda_problem = None  # where CUDA was tried (a GPU, or nvcc_path set) and is not used: why, as a sentence
 
@@ -297,10 +303,39 @@ def check_build_tools():
     os.environ["python_config_path"] = config
 
 
+def run_from_paths_that_jittor_can_compile_from():
+    """Jittor 1.3.11 writes some paths unquoted into the shell commands that build it: those of its cache folder
+    (when it installs oneDNN), of the Python executable and of its own sources (for every operator). With a space
+    or another character the shell reads in them (`My Projects/MCCNet/.venv`, `MCCNet (copy)`), its import or the
+    first operator failed, in a traceback. For the cache, one line says what to do. For the others, the process
+    starts again from a link to its environment (`sys.prefix`) in Jittor's cache folder: Python then finds the
+    environment, and Jittor itself, there."""
+    if not SHELL_SAFE_PATH.fullmatch(cuda_setup.JITTOR_CACHE):
+        raise SystemExit(f"error: Jittor cannot build itself in its cache folder {cuda_setup.JITTOR_CACHE}, a path "
+                         "with a space or a character that the shell reads: set JITTOR_HOME to a folder whose path "
+                         "has none (Jittor remembers it)")
+    jittor = os.path.dirname(importlib.util.find_spec("jittor").origin)
+    unsafe = [path for path in (sys.executable, jittor) if not SHELL_SAFE_PATH.fullmatch(path)]
+    if not unsafe:
+        return
+    if any(os.path.relpath(path, sys.prefix).startswith("..") for path in (sys.executable, jittor)):
+        raise SystemExit(f"error: Jittor cannot compile its operators from {unsafe[0]}, a path with a space or a "
+                         "character that the shell reads: install it in a virtual environment at a path without one")
+    environment = os.path.realpath(sys.prefix)
+    link = os.path.join(ENVIRONMENT_LINKS, hashlib.sha256(environment.encode()).hexdigest()[:16])
+    os.makedirs(ENVIRONMENT_LINKS, exist_ok=True)
+    temporary = f"{link}.{os.getpid()}"  # then renamed: MPI ranks start at once
+    os.symlink(environment, temporary)
+    os.replace(temporary, link)
+    python = os.path.join(link, os.path.relpath(sys.executable, sys.prefix))
+    os.execv(python, [python] + sys.orig_argv[1:])
+
+
 def prepare_environment():
     """Before Jittor's import: memory reuse, the CPUs of an mpirun rank, quiet logs, the tools it compiles with,
     a CUDA build only where it works, a word when it will compile."""
     global cuda_problem
+    run_from_paths_that_jittor_can_compile_from()
     one_write_a_line()  # the lines printed here, by every rank under mpirun, come before cli.run's
     warn_of_processes_that_run_apart()
     keep_freed_memory_for_reuse()

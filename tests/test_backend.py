@@ -126,6 +126,50 @@ def test_when_jittor_asks_for_a_rerun_the_command_is_started_again(tmp_path, alw
                                                                                   [backend.JITTOR_RECOMPILES])
 
 
+def test_a_virtual_environment_at_a_path_with_a_space_stylizes_as_any_other(weight_files, tmp_path):
+    """Jittor writes the paths of Python and of its own sources unquoted into the commands that compile its
+    operators: from a .venv in `My Projects (copy)` the first operator failed, in a traceback. The process
+    starts again from a link in Jittor's cache, and computes what it computes from anywhere else. The first run
+    on a machine compiles Jittor's core for that link (minutes)."""
+    venv = tmp_path / "My Projects (copy)" / ".venv"
+    venv.parent.mkdir()
+    venv.symlink_to(os.path.realpath(sys.prefix), target_is_directory=True)
+    vgg, decoder, mcc = weight_files
+    outputs = []
+    for python in (sys.executable, str(venv / os.path.relpath(sys.executable, sys.prefix))):
+        output = tmp_path / f"output {len(outputs)}"
+        result = subprocess.run([python, "test_video.py", "--vgg_path", vgg, "--decoder_path", decoder,
+                                 "--transform_path", mcc, "--content", "input/content/chelsea.jpg", "--style",
+                                 "input/style/strokes.jpg", "--content_size", "64", "--save_ext", ".png",
+                                 "--output", output], cwd=REPO, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(np.asarray(Image.open(output / "chelsea_stylized_strokes.png")))
+    assert np.array_equal(*outputs)
+
+
+def test_a_home_folder_whose_path_has_a_space_is_one_line(tmp_path):
+    """Jittor's cache, in the home folder, at a path with a space: its import failed at `cd` (installing oneDNN)."""
+    env = {k: v for k, v in os.environ.items() if k != "JITTOR_HOME"}
+    home = tmp_path / "Jane Doe"
+    result = subprocess.run([sys.executable, "test_video.py", "--help"], cwd=REPO, env=dict(env, HOME=str(home)),
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        f"error: Jittor cannot build itself in its cache folder {home}/.cache/jittor, a path with a space or a "
+        "character that the shell reads: set JITTOR_HOME to a folder whose path has none (Jittor remembers it)"])
+
+
+def test_a_jittor_outside_the_environment_at_a_path_with_a_space_is_one_line(tmp_path):
+    """A Jittor installed elsewhere than in the running environment (PYTHONPATH, the user's site-packages) at a path
+    with a space: a link to the environment would not move it, so one line says what to do."""
+    jittor = tmp_path / "my packages" / "jittor"
+    write(str(jittor / "__init__.py"), "")
+    result = subprocess.run([sys.executable, "test_video.py", "--help"], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(jittor.parent)), capture_output=True, text=True)
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        f"error: Jittor cannot compile its operators from {jittor}, a path with a space or a character that the "
+        "shell reads: install it in a virtual environment at a path without one"])
+
+
 def a_python_made_of(monkeypatch, folder, base, system):
     """This process's Python, as backend sees it, made a venv in `folder` from a Python in `base`; `system`:
     the folders besides the executable's where Jittor looks for python3.X-config."""
