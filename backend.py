@@ -3,9 +3,10 @@
 Jittor compiles its operators at their first use, with g++ against the running Python's
 headers: where either is missing, one line says what to install (Jittor's import would end in
 a traceback), and in a virtual environment made from a Python of pyenv, uv or conda, Jittor is
-given that Python's python3.X-config, which it would not find. From a virtual environment at a
-path with a space, which Jittor cannot compile from, the process starts again from a link to it. Where those flags changed since
-Jittor's last start, its import exits, asking for a rerun: the command starts again.
+given that Python's python3.X-config, which it would not find. Where those flags changed since
+Jittor's last start, its import exits, asking for a rerun: the command starts again. From a
+virtual environment at a path with a space, which Jittor cannot compile from, the process starts
+again from a link to it.
 
 Jittor decides at import time whether it is a CUDA build: it finds `nvcc` on the PATH and
 then loads the CUDA runtime next to it. Here we look first:
