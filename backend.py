@@ -305,6 +305,20 @@ def check_build_tools():
     os.environ["python_config_path"] = config
 
 
+def check_that_jittor_can_make_its_folders():
+    """Jittor keeps its settings in ~/.cache/jittor and what it compiles in its cache folder (the same one, or
+    under JITTOR_HOME), and makes them at its import: where it cannot (a container run as another user, whose home
+    is the unwritable /), its import ended in a traceback (PermissionError). One line instead."""
+    settings = os.path.join(os.path.expanduser("~"), ".cache", "jittor")
+    for folder, variable in ((settings, "HOME"), (cuda_setup.JITTOR_CACHE, "JITTOR_HOME")):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise SystemExit(f"error: Jittor cannot make its folder {folder} ({error.strerror}): set {variable} to a "
+                             "folder you can write (in a container run as another user: -e HOME=/tmp, or a volume "
+                             "that keeps what Jittor compiles)")
+
+
 def run_from_paths_that_jittor_can_compile_from():
     """Jittor 1.3.11 writes some paths unquoted into the shell commands that build it: those of its cache folder
     (when it installs oneDNN), of the Python executable and of its own sources (for every operator). With a space
@@ -337,6 +351,7 @@ def prepare_environment():
     """Before Jittor's import: memory reuse, the CPUs of an mpirun rank, quiet logs, the tools it compiles with,
     a CUDA build only where it works, a word when it will compile."""
     global cuda_problem
+    check_that_jittor_can_make_its_folders()
     run_from_paths_that_jittor_can_compile_from()
     one_write_a_line()  # the lines printed here, by every rank under mpirun, come before cli.run's
     warn_of_processes_that_run_apart()

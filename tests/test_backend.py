@@ -147,6 +147,21 @@ def test_a_virtual_environment_at_a_path_with_a_space_stylizes_as_any_other(weig
     assert np.array_equal(*outputs)
 
 
+@pytest.mark.parametrize("variable", ["HOME", "JITTOR_HOME"])
+def test_a_jittor_folder_that_cannot_be_made_is_one_line(tmp_path, variable):
+    """Jittor makes ~/.cache/jittor (its settings) and its cache folder at its import: where it cannot (a container
+    run as another user, whose home is /), its import ended in a traceback."""
+    (tmp_path / "a file").touch()
+    env = {k: v for k, v in os.environ.items() if k != "JITTOR_HOME"}
+    env[variable] = str(tmp_path / "a file" / "home")  # a folder below a file: never made, by root either
+    result = subprocess.run([sys.executable, "test_video.py", "--help"], cwd=REPO, env=env, capture_output=True,
+                            text=True)
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        f"error: Jittor cannot make its folder {env[variable]}/.cache/jittor (Not a directory): set {variable} to a "
+        "folder you can write (in a container run as another user: -e HOME=/tmp, or a volume that keeps what "
+        "Jittor compiles)"])
+
+
 def test_a_home_folder_whose_path_has_a_space_is_one_line(tmp_path):
     """Jittor's cache, in the home folder, at a path with a space: its import failed at `cd` (installing oneDNN)."""
     env = {k: v for k, v in os.environ.items() if k != "JITTOR_HOME"}
