@@ -334,15 +334,20 @@ def run_from_paths_that_jittor_can_compile_from():
     unsafe = [path for path in (sys.executable, jittor) if not SHELL_SAFE_PATH.fullmatch(path)]
     if not unsafe:
         return
+    cannot = (f"error: Jittor cannot compile its operators from {unsafe[0]}, a path with a space or a character "
+              "that the shell reads")
     if any(os.path.relpath(path, sys.prefix).startswith("..") for path in (sys.executable, jittor)):
-        raise SystemExit(f"error: Jittor cannot compile its operators from {unsafe[0]}, a path with a space or a "
-                         "character that the shell reads: install it in a virtual environment at a path without one")
+        raise SystemExit(f"{cannot}: install it in a virtual environment at a path without one")
     environment = os.path.realpath(sys.prefix)
     link = os.path.join(ENVIRONMENT_LINKS, hashlib.sha256(environment.encode()).hexdigest()[:16])
-    os.makedirs(ENVIRONMENT_LINKS, exist_ok=True)
     temporary = f"{link}.{os.getpid()}"  # then renamed: MPI ranks start at once
-    os.symlink(environment, temporary)
-    os.replace(temporary, link)
+    try:
+        os.makedirs(ENVIRONMENT_LINKS, exist_ok=True)
+        os.symlink(environment, temporary)
+        os.replace(temporary, link)
+    except OSError as error:  # a file system without links
+        raise SystemExit(f"{cannot}, and no link to it can be made in {ENVIRONMENT_LINKS} ({error.strerror}): make "
+                         "the virtual environment at a path without one")
     python = os.path.join(link, os.path.relpath(sys.executable, sys.prefix))
     os.execv(python, [python] + sys.orig_argv[1:])
 

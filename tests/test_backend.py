@@ -185,6 +185,24 @@ def test_a_jittor_outside_the_environment_at_a_path_with_a_space_is_one_line(tmp
         "shell reads: install it in a virtual environment at a path without one"])
 
 
+def test_an_environment_at_a_path_with_a_space_without_a_link_is_one_line(tmp_path):
+    """Where the link to the environment cannot be made (a Jittor cache on a file system without links; here a
+    file where its folder would be), one line says what to do."""
+    venv = tmp_path / "My Projects" / ".venv"
+    venv.parent.mkdir()
+    venv.symlink_to(os.path.realpath(sys.prefix), target_is_directory=True)
+    python = venv / os.path.relpath(sys.executable, sys.prefix)
+    home = tmp_path / "home"
+    write(str(home / ".cache" / "jittor" / "mccnet_environments"), "")
+    env = {k: v for k, v in os.environ.items() if k != "JITTOR_HOME"}
+    result = subprocess.run([python, "test_video.py", "--help"], cwd=REPO, env=dict(env, HOME=str(home)),
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        f"error: Jittor cannot compile its operators from {python}, a path with a space or a character that the "
+        f"shell reads, and no link to it can be made in {home}/.cache/jittor/mccnet_environments (File exists): make "
+        "the virtual environment at a path without one"])
+
+
 def a_python_made_of(monkeypatch, folder, base, system):
     """This process's Python, as backend sees it, made a venv in `folder` from a Python in `base`; `system`:
     the folders besides the executable's where Jittor looks for python3.X-config."""
