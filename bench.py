@@ -30,6 +30,9 @@ import statistics
 import tempfile
 import time
 
+# cli first, before any package: a package missing there is one line (`cli._missing_module_as_one_line`).
+from cli import ArgumentParser, UserError, run
+
 import numpy as np
 
 import backend
@@ -40,7 +43,6 @@ import test_video
 import train
 import transformer
 import video
-from cli import ArgumentParser, UserError, run
 import torch  # after Jittor's start-up (backend) has run
 from tests import torch_mccnet as tm
 from tests.clips import make_clip

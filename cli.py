@@ -21,6 +21,21 @@ RANK_ERROR_DELAY_S = 5
 INTERRUPTIONS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
+def _missing_module_as_one_line(kind, error, trace):
+    """`sys.excepthook` from a script's first import on, until Jittor's import sets its own: a module missing there
+    is one line, not a traceback. It is what `python test_video.py …` gives in a shell where the project's
+    environment is not activated (after `make demo`): that Python has none of the packages."""
+    if not issubclass(kind, ModuleNotFoundError):
+        sys.__excepthook__(kind, error, trace)
+        return
+    print(f"error: this Python ({sys.executable}) has no module named '{error.name}', which the scripts need: run them "
+          "with the environment that `make` makes, .venv/bin/python (or `source .venv/bin/activate` first)",
+          file=sys.stderr)
+
+
+sys.excepthook = _missing_module_as_one_line  # each script imports this module before any package
+
+
 class UserError(Exception):
     """A mistake the user can fix (a missing file, a bad flag): shown as one line, no traceback."""
 

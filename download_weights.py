@@ -13,11 +13,13 @@ import sys
 import urllib.error
 import urllib.request
 
+# cli first, before any package: a package missing there is one line (`cli._missing_module_as_one_line`).
+from cli import ArgumentParser, UserError, atomic_output, run
+
 from tqdm import tqdm
 
 import net
 import weights
-from cli import ArgumentParser, UserError, atomic_output, run
 
 FOLDER = "experiments"
 PUBLISHED = {

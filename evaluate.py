@@ -39,6 +39,9 @@ import json
 import os
 import warnings
 
+# cli first, before any package: a package missing there is one line (`cli._missing_module_as_one_line`).
+from cli import ArgumentParser, UserError, one_line, regular_file, run, write_atomically, writable_folder
+
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
@@ -52,7 +55,6 @@ import net
 import transformer
 import video
 import weights
-from cli import ArgumentParser, UserError, one_line, regular_file, run, write_atomically, writable_folder
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY = (0.01, 0.5)  # Ruder et al.: relative and absolute tolerance of the forward-backward check

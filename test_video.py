@@ -20,6 +20,10 @@ import sys
 import time
 from dataclasses import dataclass
 
+# cli first, before any package: a package missing there is one line (`cli._missing_module_as_one_line`).
+from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, ranks_work_apart, run,
+                 write_atomically, writable_folder)
+
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -30,8 +34,6 @@ import jittor as jt
 import net
 import transformer
 import video
-from cli import (ArgumentParser, UserError, atomic_output, existing_folder, one_line, ranks_work_apart, run,
-                 write_atomically, writable_folder)
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of

@@ -43,6 +43,9 @@ import socket
 import sys
 import time
 
+# cli first, before any package: a package missing there is one line (`cli._missing_module_as_one_line`).
+from cli import ArgumentParser, UserError, run, write_atomically, writable_folder
+
 import numpy as np
 from tensorboardX import summary
 from tensorboardX.record_writer import RecordWriter
@@ -56,7 +59,6 @@ import net
 import sampler
 import transformer
 import weights
-from cli import ArgumentParser, UserError, run, write_atomically, writable_folder
 
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)

@@ -26,9 +26,11 @@ import sys
 import zipfile
 from collections import OrderedDict
 
+# cli first, before any package: a package missing there is one line (`cli._missing_module_as_one_line`).
+from cli import ArgumentParser, UserError, regular_file, run, write_atomically
+
 import numpy as np
 
-from cli import ArgumentParser, UserError, regular_file, run, write_atomically
 
 PKL_TRAILER = b"HCAJSLHD"
 SHA1_SIZE = 20

@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -80,3 +81,16 @@ def test_a_gpu_requirement_that_pip_cannot_install_says_where_to_install_it_from
         "error: pip could not install requirements-cuda13.txt, what Jittor's CUDA build needs here; where this machine "
         "does not reach the package index, run make setup CUDA=12 or 13 (its CUDA) on one that does, such as a "
         "cluster's login node")
+
+
+@pytest.mark.parametrize("script,module", [("test_video.py", "numpy"), ("train.py", "numpy"), ("evaluate.py", "cv2"),
+                                           ("download_weights.py", "tqdm"), ("weights.py", "numpy"),
+                                           ("bench.py", "numpy")])
+def test_a_python_without_the_environment_is_told_which_to_use(script, module):
+    """`python test_video.py …` in a shell where `.venv` is not activated, after `make demo`: the Python there lacks
+    the packages, and the first import ended in a traceback. One line names the Python to use instead. (`-S`: no
+    site-packages, the environment's Python as a bare one.)"""
+    result = subprocess.run([sys.executable, "-S", script, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        f"error: this Python ({sys.executable}) has no module named '{module}', which the scripts need: run them "
+        "with the environment that `make` makes, .venv/bin/python (or `source .venv/bin/activate` first)"])
