@@ -1,5 +1,5 @@
-"""What every command-line script shares: user errors as one line and exit 1, interruption,
-and outputs that are either complete or absent."""
+"""What every command-line script shares: user errors as one line and exit 1 (a package missing at its start too),
+interruption, and outputs that are either complete or absent."""
 import argparse
 import contextlib
 import errno
