@@ -78,7 +78,9 @@ def parse_args(argv=None):
     parser.add_argument("--style_size", type=int, default=None,
                         help="resize the style so its shorter side is this; 0 keeps it (default: the "
                              "content's height, as the original)")
-    parser.add_argument("--crop", action="store_true", help="centre-crop content and style to squares of their size")
+    parser.add_argument("--crop", action="store_true",
+                        help="centre-crop the content (an image, or every frame of a video) and the style to "
+                             "squares of pixels, of --content_size and --style_size (0: of their shorter sides)")
     parser.add_argument("--save_ext", default=".jpg", choices=(".jpg", ".png"),
                         help="image format of stylized images and --save_frames (.png is lossless)")
     parser.add_argument("--frame_rate", type=frame_rate, default=None,
@@ -432,9 +434,11 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
 
 
 def frame_at_content_size(frame, args, what):
-    """A decoded frame at --content_size (0 or None: as it is), checked against the size limits."""
+    """A decoded frame at --content_size (0 or None: as it is), centre-cropped to a square with --crop as a
+    picture is (the original cropped only a video's style), checked against the size limits."""
     try:
-        image = transformer.resize_shorter_side(Image.fromarray(frame), args.content_size or 0, args.max_pixels)
+        image = transformer.sized_image(Image.fromarray(frame), args.content_size or 0, args.crop,
+                                        args.max_pixels)
     except transformer.TooLarge as error:
         raise InputError(f"{what}: {error} {RESIZED_TOO_LARGE}")
     check_min_side(*image.size, what)

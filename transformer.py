@@ -209,12 +209,15 @@ def train_transform(image, rng, crop=TRAIN_CROP):
     return image_to_array(image.resize((crop, crop), Image.BILINEAR, box=box))
 
 
-def test_transform(image, size=0, crop=False, max_pixels=MAX_PIXELS):
-    """Inference: shorter side to `size` (0 keeps it), optional centre crop to size × size, to array."""
+def sized_image(image, size=0, crop=False, max_pixels=MAX_PIXELS):
+    """Inference's sizes: shorter side to `size` (0 keeps it), optional centre crop to a square of that side."""
     image = resize_shorter_side(image, size, max_pixels)
-    if crop:
-        image = center_crop(image, size if size else min(image.size))
-    return image_to_array(image)
+    return center_crop(image, size or min(image.size)) if crop else image
+
+
+def test_transform(image, size=0, crop=False, max_pixels=MAX_PIXELS):
+    """Inference: an image sized by `sized_image`, to array."""
+    return image_to_array(sized_image(image, size, crop, max_pixels))
 
 
 # ---------------------------------------------------------------- colour preservation

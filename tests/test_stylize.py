@@ -264,6 +264,39 @@ def test_video_frames_equal_the_image_path(clips, stylized, stylize, tmp_path):
         assert close.mean() >= 0.999, f"frame {k}: {close.mean():.5f} of pixels within 1 level"
 
 
+def test_crop_makes_every_content_square_a_videos_frames_too(clips, stylize, tmp_path):
+    """--crop centre-crops a video's frames as it does a picture (the original cropped only a video's style): frame
+    k of the video equals the image path on decoded frame k with --crop, sizes by --content_size."""
+    code, lines = stylize("--content", f"{clips['paths']['main']},{clips['paths']['odd']}", "--style", clips["style"],
+                          "--crop", "--output", tmp_path / "videos", "--save_frames", "--save_ext", ".png")
+    assert code == 0, lines
+    main = describe(str(tmp_path / "videos" / "main_stylized_style.mp4"))
+    assert main["size"] == (50, 50) and len(main["frames"]) == 12
+    assert main["times"] == describe(clips["paths"]["main"])["times"]
+    odd = describe(str(tmp_path / "videos" / "odd_stylized_style.mp4"))  # upright 49×65
+    assert odd["size"] == (50, 50) and len(odd["frames"]) == 7  # encoded with a repeated row and column
+    assert Image.open(tmp_path / "videos" / "odd_stylized_style_frames" / "000000.png").size == (49, 49)
+    with video.VideoReader(clips["paths"]["main"]) as reader:
+        decoded = [frame for frame, _ in reader.frames()]
+    for k in (0, 11):
+        Image.fromarray(decoded[k]).save(tmp_path / f"frame{k}.png")
+    code, lines = stylize("--content", f"{tmp_path / 'frame0.png'},{tmp_path / 'frame11.png'}", "--style",
+                          clips["style"], "--crop", "--content_size", "0", "--output", tmp_path / "images",
+                          "--save_ext", ".png")
+    assert code == 0, lines
+    for k in (0, 11):
+        image = np.asarray(Image.open(tmp_path / "images" / f"frame{k}_stylized_style.png"), dtype=int)
+        frame = np.asarray(Image.open(tmp_path / "videos" / "main_stylized_style_frames" / f"{k:06d}.png"),
+                           dtype=int)
+        assert image.shape == frame.shape == (50, 50, 3)
+        close = np.abs(image - frame) <= 1
+        assert close.mean() >= 0.999, f"frame {k}: {close.mean():.5f} of pixels within 1 level"
+    code, lines = stylize("--content", clips["paths"]["main"], "--style", clips["style"], "--crop",
+                          "--content_size", "40", "--output", tmp_path / "sized")
+    assert code == 0, lines
+    assert describe(str(tmp_path / "sized" / "main_stylized_style.mp4"))["size"] == (40, 40)
+
+
 def numbered_pictures(folder, numbers, name="%05d.png", size=(48, 40)):
     """Pictures `pattern(number)` in `folder`, named as `name` numbers them; returns `folder/name`."""
     folder.mkdir(exist_ok=True)
