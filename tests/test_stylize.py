@@ -1,6 +1,7 @@
 """test_video.py (stylizing videos and images) end to end on clips the tests make, and every bad
 input it must survive."""
 import contextlib
+import copy
 import fractions
 import io
 import itertools
@@ -15,10 +16,12 @@ import av
 import numpy as np
 import pillow_heif
 import pytest
+import torch
 from PIL import Image, PngImagePlugin, WebPImagePlugin
 
 import cli
 import test_video
+import torch_mccnet
 import transformer
 import video
 import weights
@@ -295,6 +298,31 @@ def test_crop_makes_every_content_square_a_videos_frames_too(clips, stylize, tmp
                           "--content_size", "40", "--output", tmp_path / "sized")
     assert code == 0, lines
     assert describe(str(tmp_path / "sized" / "main_stylized_style.mp4"))["size"] == (40, 40)
+
+
+def test_the_originals_image_flags_give_the_oracles_picture(oracle, stylize, tmp_path):
+    """--content_size, --style_size, --preserve_color, two styles blended by --style_interpolation_weights and --a,
+    end to end: the picture written equals the PyTorch oracle's stylization (float64) of the inputs sized and
+    recoloured by the original's rules, within one grey level on ≥ 99.9% of pixels."""
+    content, first, second = tmp_path / "content.png", tmp_path / "first.png", tmp_path / "second.png"
+    Image.fromarray(pattern(1, 60, 44)).save(content)
+    Image.fromarray(pattern(2, 50, 70)).save(first)
+    Image.fromarray(pattern(3, 90, 48)).save(second)
+    code, lines = stylize("--content", content, "--style", f"{first},{second}", "--content_size", "48",
+                          "--style_size", "40", "--preserve_color", "--style_interpolation_weights", "1,3",
+                          "--a", "0.6", "--output", tmp_path / "o", "--save_ext", ".png")
+    assert code == 0, lines
+    written = np.asarray(Image.open(tmp_path / "o" / "content_stylized_first_second.png"), dtype=int)
+    sized = transformer.test_transform(Image.open(content), 48)
+    styles = [transformer.coral(transformer.test_transform(Image.open(path), 40), sized) for path in (first, second)]
+    assert sized.shape == (3, 48, 65) and [s.shape for s in styles] == [(3, 56, 40), (3, 40, 75)]
+    with torch.no_grad():
+        models = [copy.deepcopy(model).double() for model in oracle]
+        expected = torch_mccnet.style_transfer(*models, torch.from_numpy(sized[None]).double(),
+                                               [torch.from_numpy(s[None]).double() for s in styles],
+                                               alpha=0.6, weights=[0.25, 0.75])[0, :, :48, :65].numpy()
+    close = np.abs(written - transformer.array_to_image(expected).astype(int)) <= 1
+    assert written.shape == (48, 65, 3) and close.mean() >= 0.999, f"{close.mean():.5f} of pixels within 1 level"
 
 
 def numbered_pictures(folder, numbers, name="%05d.png", size=(48, 40)):
