@@ -1,5 +1,6 @@
 """train.py and sampler.py: the sampler's stream, learning, checkpoints, resume, MPI, bad input."""
 import contextlib
+import csv
 import io
 import json
 import os
@@ -248,6 +249,31 @@ def assert_same_parameters(folder_a, folder_b, iteration, rtol=1e-5, atol=1e-7):
         a, b = (weights.read_state_dict(str(folder / name)) for folder in (folder_a, folder_b))
         for key in a:
             np.testing.assert_allclose(b[key], a[key], rtol=rtol, atol=atol, err_msg=f"{name} {key}")
+
+
+def logged_rows(log_dir):
+    """losses.csv as one dict of numbers per iteration."""
+    with open(os.path.join(log_dir, "losses.csv")) as f:
+        return [{name: float(value) for name, value in row.items()} for row in csv.DictReader(f)]
+
+
+def test_the_loss_weights_learning_rate_and_seed_reach_every_step(trained, weight_files, tmp_path, run_main):
+    """--content_weight and --style_weight weigh the logged total, --lr and --lr_decay set each step's rate (the
+    rate of iteration i, logged on row i + 1: lr / (1 + lr_decay · i)), and another --seed makes another run."""
+    flags = ["--batch_size", "1", "--lr", "3e-4", "--lr_decay", "0.5", "--content_weight", "7",
+             "--style_weight", "2"]
+    runs = {seed: tmp_path / f"seed{seed}" for seed in (5, 6)}
+    for seed, folder in runs.items():
+        code, lines = run_main(train, *train_argv(weight_files, trained["data"], folder / "models", folder / "logs",
+                                                  *flags, "--max_iter", "3", "--seed", str(seed)))
+        assert code == 0, lines
+    rows = logged_rows(runs[5] / "logs")
+    weights_ = dict(net.LOSS_WEIGHTS, content=7.0, style=2.0)
+    for row in rows:
+        assert row["lr"] == pytest.approx(3e-4 / (1 + 0.5 * (row["iteration"] - 1)), rel=1e-5)
+        assert row["total"] == pytest.approx(sum(w * row[name] for name, w in weights_.items()), rel=1e-5)
+    assert [row["iteration"] for row in rows] == [1, 2, 3]
+    assert all(rows[0][name] != logged_rows(runs[6] / "logs")[0][name] for name in weights_)
 
 
 def test_resumed_run_equals_the_uninterrupted_one(trained):
