@@ -149,6 +149,19 @@ def test_report_end_to_end_is_reproducible(stylized_clip, tmp_path, capsys):
             assert image.size[0] > 200 and image.size[1] > 100
 
 
+def test_strip_frames_sets_the_frames_pictured(stylized_clip, tmp_path):
+    """--strip_frames: that many pairs (t − 1, t), evenly spread, or every pair of a shorter video."""
+    assert evaluate.picture_indices(6, 4) == [1, 2, 4, 5]
+    assert evaluate.picture_indices(6, 1) == [1] and evaluate.picture_indices(6, 100) == [1, 2, 3, 4, 5]
+    widths = {}
+    for count in ("2", "5"):
+        evaluate.main(evaluate_args(stylized_clip, tmp_path / count, "--strip_frames", count))
+        with Image.open(tmp_path / count / "strip.png") as strip, Image.open(tmp_path / count / "heatmaps.png") as heat:
+            widths[count] = strip.size[0], heat.size[0]
+    columns = (2.6 * 5 + 0.6) / (2.6 * 2 + 0.6)  # the figure's width for 5 columns over that for 2 (grid_figure)
+    assert widths["5"][0] / widths["2"][0] == pytest.approx(columns, rel=0.02) and widths["5"][1] > widths["2"][1]
+
+
 def as_floats(values):
     return np.array(values, dtype=float)  # null (not computed) → NaN
 
