@@ -70,8 +70,8 @@ def parse_args(argv=None):
     parser.add_argument("--a", "--alpha", dest="alpha", type=float, default=1.0,
                         help="style strength in [0, 1]: 1 is full style, 0 reconstructs the content")
     parser.add_argument("--preserve_color", action="store_true",
-                        help="keep the content's colours (CORAL on the style image; for a video, "
-                             "against its first frame)")
+                        help="keep the content's colours (CORAL on the style image; for a video, those of all "
+                             "its frames, read once more first)")
     parser.add_argument("--content_size", type=int, default=None,
                         help="resize content so its shorter side is this; 0 keeps it (default: 512 for "
                              "images and 0 for videos, as the original)")
@@ -288,7 +288,7 @@ def sized(image, size, crop, max_pixels, what):
 
 def style_arrays(paths, content_height, content_colours, args):
     """Style images sized by the original's rule (shorter side: --style_size, else the content's height),
-    recoloured by CORAL with --preserve_color."""
+    recoloured by CORAL with --preserve_color to `content_colours` (transformer.ColourStatistics)."""
     arrays = []
     for path in paths:
         image = read_picture(path, "--style")
@@ -368,7 +368,8 @@ def stylize_image(content_path, style_paths, out_path, stylizer, args):
     what = f"content {content_path}"
     content = transformer.array_to_image(sized(image, size, args.crop, args.max_pixels, what))
     frames_per_pass(*content.shape[:2], 1, what)  # refuses what Jittor cannot pool
-    stylizer.set_styles(style_arrays(style_paths, content.shape[0], transformer.image_to_array(content), args))
+    colours = transformer.ColourStatistics().add(content) if args.preserve_color else None
+    stylizer.set_styles(style_arrays(style_paths, content.shape[0], colours, args))
     save_image(stylizer([content])[0], out_path)
     print(f"{content_path} -> {out_path}", file=sys.stderr)
 
@@ -395,15 +396,16 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
     """Decode → stylize a batch → encode, to the end of the video; returns what happened."""
     start = time.perf_counter()
     rate = args.frame_rate or video.DEFAULT_RATE
+    what = f"content {content_path}"
+    colours = video_colours(content_path, rate, args, what) if args.preserve_color else None
     with contextlib.closing(video.open_video(content_path, rate)) as reader:
-        what = f"content {content_path}"
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)
         if first is None:
             raise InputError(f"{content_path}: a video without any decodable frame ({reader.problem or 'empty'})")
         height, width = first[0].shape[:2]
         batch_size = frames_per_pass(height, width, args.batch_size, what)
-        stylizer.set_styles(style_arrays(style_paths, height, transformer.image_to_array(first[0]), args))
+        stylizer.set_styles(style_arrays(style_paths, height, colours, args))
         frames_dir = os.path.splitext(out_path)[0] + "_frames" if args.save_frames else None
         sequence = video.is_image_sequence(content_path)  # its frames are saved under its pictures' names
         if frames_dir:
@@ -431,6 +433,19 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
                 raise
         problem = "; ".join(p for p in (reader.problem, writer.audio_problem()) if p) or None
         return VideoResult(count, width, height, time.perf_counter() - start, problem, reader.notes())
+
+
+def video_colours(content_path, rate, args, what):
+    """The colours of all of a video's frames as they are stylized, for --preserve_color: a pass over the video
+    before the one that stylizes it (a video's first frame alone may be black, a fade-in, or a title)."""
+    colours = transformer.ColourStatistics()
+    with contextlib.closing(video.open_video(content_path, rate)) as reader, \
+            tqdm(total=reader.frames_expected or None, unit="frame", desc=f"{video.media_name(content_path)} colours",
+                 file=sys.stderr, dynamic_ncols=True, disable=jt.rank > 0) as progress:
+        for frame, _ in reader.frames():
+            colours.add(frame_at_content_size(frame, args, what))
+            progress.update()
+    return colours
 
 
 def frame_at_content_size(frame, args, what):

@@ -222,9 +222,56 @@ def test_transform(image, size=0, crop=False, max_pixels=MAX_PIXELS):
 
 # ---------------------------------------------------------------- colour preservation
 
-def _flatten_mean_std(image):
-    flat = image.reshape(3, -1).astype(np.float64)
-    return flat, flat.mean(axis=1, keepdims=True), flat.std(axis=1, ddof=1, keepdims=True)
+class ColourStatistics:
+    """The RGB mean and covariance of all the pixels of a content's pictures (HWC uint8): a picture's, or those of
+    every frame of a video, gathered one frame at a time.
+
+    The sums of 8-bit values and of their products are integers: summed exactly (in float64 within a frame, where
+    they stay below 2^53 up to 2^37 pixels; as Python integers across frames), they do not depend on the frames'
+    order or number, and a constant channel (a black frame's) has a variance of exactly 0.
+    """
+
+    def __init__(self):
+        self.sums = np.zeros((4, 4), dtype=object)  # Σ p pᵀ over the pixels p = (R, G, B, 1)
+
+    def add(self, picture):
+        pixels = np.empty((4, picture.shape[0] * picture.shape[1]))
+        pixels[:3] = picture.reshape(-1, 3).T
+        pixels[3] = 1
+        self.sums += (pixels @ pixels.T).astype(np.int64).astype(object)
+        return self
+
+    @property
+    def count(self):
+        return int(self.sums[3, 3])
+
+    def mean(self):
+        """Per channel, in [0, 1]."""
+        return (self.sums[:3, 3].astype(np.float64) / (255 * self.count))[:, None]
+
+    def scatter(self):
+        """Σ (x − mean)(x − mean)ᵀ over the pixels, in [0, 1] units, from the exact N Σ x xᵀ − Σ x Σ xᵀ."""
+        exact = self.count * self.sums[:3, :3] - np.outer(self.sums[:3, 3], self.sums[:3, 3])
+        return exact.astype(np.float64) / (self.count * 255 ** 2)
+
+    def std(self):
+        """Per channel, with N − 1 as torch.std."""
+        return np.sqrt(np.diag(self.scatter()) / (self.count - 1))[:, None]
+
+    def regularised_correlation(self):
+        """`_regularised_correlation` of the standardised pixels (a constant channel's are 0)."""
+        std = nonzero(self.std())
+        return (self.scatter() / (std @ std.T) + np.eye(3)) / (self.count - 1)
+
+
+def nonzero(std):
+    """Standard deviations to divide by: a constant channel's (0) by 1, as its centred values are all 0."""
+    return np.where(std > 0, std, 1.0)
+
+
+def _regularised_correlation(standardised):
+    """(Σ x xᵀ + I) / (N − 1) of standardised pixels: their correlation plus a small ridge."""
+    return (standardised @ standardised.T + np.eye(3)) / (standardised.shape[1] - 1)
 
 
 def _matrix_sqrt(matrix):
@@ -232,13 +279,9 @@ def _matrix_sqrt(matrix):
     return u @ np.diag(np.sqrt(s)) @ vt
 
 
-def _regularised_correlation(normalised):
-    """(Σ x xᵀ + I) / (N − 1) of standardised pixels: their correlation plus a small ridge."""
-    return (normalised @ normalised.T + np.eye(3)) / (normalised.shape[1] - 1)
-
-
 def coral(source, target):
-    """CORAL: `source` (CHW) recoloured with the RGB mean and covariance of `target` (CHW).
+    """CORAL: `source` (CHW) recoloured with the RGB mean and covariance of `target`, the ColourStatistics of the
+    content (a picture, or every frame of a video).
 
     The original's formula (pytorch-AdaIN's function.coral): per-channel standardisation,
     whitening by the matrix square root of (Σ x xᵀ + I) of the source, colouring by that of
@@ -246,13 +289,14 @@ def coral(source, target):
     different pixel counts (a style image is rarely the frame's size) the result's
     covariance is off by N_target / N_source. Dividing each by its N − 1 gives the same
     numbers when the counts are equal and the content's covariance when they are not.
-    Computed in float64: it is a handful of 3 × 3 matrices.
+    A constant channel of either (a black frame, a style in shades of one colour), where the
+    original divides 0 by 0, is standardised to 0: the result takes the content's constant
+    there. Computed in float64: it is a handful of 3 × 3 matrices.
     """
-    src, src_mean, src_std = _flatten_mean_std(source)
-    tgt, tgt_mean, tgt_std = _flatten_mean_std(target)
-    src_norm = (src - src_mean) / src_std
-    tgt_norm = (tgt - tgt_mean) / tgt_std
-    whiten = np.linalg.inv(_matrix_sqrt(_regularised_correlation(src_norm)))
-    colour = _matrix_sqrt(_regularised_correlation(tgt_norm))
-    transfer = colour @ whiten @ src_norm
-    return (transfer * tgt_std + tgt_mean).reshape(source.shape).astype(np.float32)
+    flat = source.reshape(3, -1).astype(np.float64)
+    mean, std = flat.mean(axis=1, keepdims=True), flat.std(axis=1, ddof=1, keepdims=True)
+    standardised = (flat - mean) / nonzero(std)
+    whiten = np.linalg.inv(_matrix_sqrt(_regularised_correlation(standardised)))
+    colour = _matrix_sqrt(target.regularised_correlation())
+    transfer = colour @ whiten @ standardised
+    return (transfer * target.std() + target.mean()).reshape(source.shape).astype(np.float32)

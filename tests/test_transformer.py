@@ -217,25 +217,75 @@ def torch_coral(source, target):
     return (out * t_std + t_mean).view(source.size())
 
 
+def colours_of(picture):
+    return transformer.ColourStatistics().add(picture)
+
+
+def as_array(picture):
+    """HWC uint8 → CHW float64 in [0, 1], exactly."""
+    return picture.transpose(2, 0, 1) / 255.0
+
+
+def test_colour_statistics_of_several_pictures_are_those_of_all_their_pixels():
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((5, 7), (9, 4), (2, 2))]
+    colours = transformer.ColourStatistics()
+    for picture in pictures:
+        colours.add(picture)
+    pixels = np.concatenate([as_array(picture).reshape(3, -1) for picture in pictures], axis=1)
+    assert colours.count == pixels.shape[1]
+    np.testing.assert_allclose(colours.mean()[:, 0], pixels.mean(axis=1), rtol=1e-13)
+    np.testing.assert_allclose(colours.scatter() / (colours.count - 1), np.cov(pixels), rtol=1e-12)
+    np.testing.assert_allclose(colours.std()[:, 0], pixels.std(axis=1, ddof=1), rtol=1e-12)
+    grey = np.full((4, 5, 3), 77, np.uint8)  # constant pictures: exactly no variance, however many
+    assert not transformer.ColourStatistics().add(grey).add(grey).add(grey).scatter().any()
+
+
 def test_coral_equals_the_original_for_equal_pixel_counts():
     rng = np.random.default_rng(2)
     style = rng.random((3, 30, 40)).astype(np.float32) * np.array([1.0, 0.3, 0.6], np.float32)[:, None, None]
-    content = rng.random((3, 40, 30)).astype(np.float32)
-    ours = transformer.coral(style, content)
-    expected = torch_coral(torch.from_numpy(style).double(), torch.from_numpy(content).double()).numpy()
+    content = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    ours = transformer.coral(style, colours_of(content))
+    expected = torch_coral(torch.from_numpy(style).double(), torch.from_numpy(as_array(content))).numpy()
     assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_coral_to_a_content_with_constant_channels_takes_their_constants():
+    """A black frame, or a picture in shades of red alone: where the original divides 0 by 0 (NaN, then an SVD
+    that fails), the style takes the content's constant channels and the others' statistics."""
+    rng = np.random.default_rng(4)
+    style = rng.random((3, 30, 40)).astype(np.float32)
+    assert not transformer.coral(style, colours_of(np.zeros((20, 20, 3), np.uint8))).any()
+    red = np.zeros((20, 30, 3), np.uint8)
+    red[..., 0] = rng.integers(0, 256, (20, 30))
+    ours = transformer.coral(style, colours_of(red))
+    assert not ours[1:].any()
+    assert ours[0].mean() == pytest.approx(red[..., 0].mean() / 255, abs=1e-6)
+    assert ours[0].std(ddof=1) == pytest.approx(red[..., 0].std(ddof=1) / 255, rel=1e-2)
+
+
+def test_coral_of_a_style_with_a_constant_channel_gives_the_contents_colours():
+    rng = np.random.default_rng(5)
+    style = rng.random((3, 30, 40)).astype(np.float32)
+    style[2] = 0.7  # shades of one hue
+    content = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    ours = transformer.coral(style, colours_of(content))
+    assert np.isfinite(ours).all()
+    np.testing.assert_allclose(ours.reshape(3, -1).mean(axis=1), as_array(content).reshape(3, -1).mean(axis=1),
+                               atol=1e-6)
 
 
 def test_coral_gives_the_content_colour_statistics_at_any_size():
     rng = np.random.default_rng(2)
     style = rng.random((3, 40, 50)).astype(np.float32) * np.array([1.0, 0.3, 0.6], np.float32)[:, None, None]
     mixing = np.array([[0.5, 0.2, 0.1], [0.1, 0.4, 0.1], [0.2, 0.1, 0.3]])
-    content = (np.einsum("ij,jhw->ihw", mixing, rng.random((3, 30, 20))) + 0.1).astype(np.float32)
-    ours = transformer.coral(style, content)
-    np.testing.assert_allclose(ours.reshape(3, -1).mean(axis=1), content.reshape(3, -1).mean(axis=1), atol=1e-5)
+    content = np.rint((np.einsum("ij,hwj->hwi", mixing, rng.random((30, 20, 3))) + 0.1) * 255).astype(np.uint8)
+    ours = transformer.coral(style, colours_of(content))
+    content_pixels = as_array(content).reshape(3, -1)
+    np.testing.assert_allclose(ours.reshape(3, -1).mean(axis=1), content_pixels.mean(axis=1), atol=1e-5)
     # The covariance becomes the content's, up to the small ridge of the formula.
-    ours_cov, content_cov = np.cov(ours.reshape(3, -1)), np.cov(content.reshape(3, -1))
+    ours_cov, content_cov = np.cov(ours.reshape(3, -1)), np.cov(content_pixels)
     assert np.abs(ours_cov - content_cov).max() <= 1e-2 * np.abs(content_cov).max()
     # The original's unnormalised sums shrink it by N_content / N_style here (600 / 2000).
-    original = torch_coral(torch.from_numpy(style).double(), torch.from_numpy(content).double()).numpy()
+    original = torch_coral(torch.from_numpy(style).double(), torch.from_numpy(as_array(content))).numpy()
     assert np.cov(original.reshape(3, -1))[0, 0] < 0.5 * content_cov[0, 0]
