@@ -68,6 +68,10 @@ SQUARES = "sum of squared parameters"
 STOP_SIGNAL = signal.SIGUSR1
 STOP = "stop asked"  # the share of ranks that were asked to stop by this iteration
 START_AFRESH = "to start afresh, give another --save_dir or remove them"
+# The memory of a training step on the CPU, from its peak resident size at batch 1-4 and crops 128-512 on 2 cores
+# (AVX-512 and AVX2 alike, within 2%; docs/history.md, 2026-12-07): 0.57 GB and 20-21 kB per pixel of a rank's
+# batch. Taken a little low, as what a step needs at least: 8 × 256² takes 11.3 GB.
+STEP_BYTES, STEP_BYTES_PER_PIXEL = 0.5e9, 19.5e3
 
 
 def parse_args(argv=None):
@@ -85,8 +89,8 @@ def parse_args(argv=None):
     parser.add_argument("--max_iter", type=int, default=160000, help="iterations in all")
     parser.add_argument("--batch_size", type=int, default=8, help="images per iteration (per rank under MPI)")
     parser.add_argument("--crop_size", type=int, default=transformer.TRAIN_CROP,
-                        help="training crop size; images are first resized to twice this, square "
-                             "(the original: 256 from 512)")
+                        help="training crop size, a multiple of 8 from 32; images are first resized to twice this, "
+                             "square (the original: 256 from 512)")
     parser.add_argument("--style_weight", type=float, default=net.LOSS_WEIGHTS["style"],
                         help="weight of the style loss")
     parser.add_argument("--content_weight", type=float, default=net.LOSS_WEIGHTS["content"],
@@ -110,6 +114,9 @@ def parse_args(argv=None):
 def check_args(args):
     if args.crop_size < 32:
         raise UserError(f"--crop_size {args.crop_size}: must be at least 32 (the losses reach relu5_1)")
+    if args.crop_size % 8:
+        raise UserError(f"--crop_size {args.crop_size}: must be a multiple of 8, as the decoder's output is (it "
+                        f"would be {-(-args.crop_size // 8) * 8}, and the losses compare it with the crop)")
     for flag in ("max_iter", "batch_size", "save_model_interval", "log_interval", "sample_interval"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} {getattr(args, flag)}: must be at least 1")
@@ -118,6 +125,47 @@ def check_args(args):
     for flag in ("lr_decay", "style_weight", "content_weight", "n_threads"):
         if not (math.isfinite(getattr(args, flag)) and getattr(args, flag) >= 0):
             raise UserError(f"--{flag} {getattr(args, flag)}: must be a number, not negative")
+
+
+def check_that_a_step_fits_in_memory(batch_size, crop_size):
+    """On the CPU, a step larger than the memory this process may use (a --crop_size of 2560 typed for 256) made
+    the machine swap for minutes before the kernel killed the run without a word: one line instead, before. Under
+    mpirun the ranks of a node share its memory. On a GPU, Jittor's own error says when its memory is short."""
+    ranks = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
+    needed = ranks * (STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2)
+    limit = memory_limit()
+    if needed > limit:
+        on = f" for each of the {ranks} ranks on this node" if ranks > 1 else ""
+        raise UserError(f"--batch_size {batch_size} --crop_size {crop_size}: a training step on the CPU takes at "
+                        f"least {needed / 1e9:.1f} GB of memory{on}, and this run may use {limit / 1e9:.1f} GB: "
+                        "lower them (the original's 8 x 256² takes about 11 GB)")
+
+
+def memory_limit(proc_cgroup="/proc/self/cgroup", cgroups="/sys/fs/cgroup"):
+    """The bytes of memory this process may use: the machine's, or less where its control group, or one above it,
+    has a limit (a container's --memory, a Slurm job's --mem; cgroup v2's memory.max, v1's
+    memory.limit_in_bytes). A container that sees its own group as the root finds it at the top."""
+    limits = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+    try:
+        with open(proc_cgroup) as f:
+            groups = [line.rstrip("\n").split(":", 2) for line in f]
+    except OSError:
+        return limits[0]
+    for _, controllers, path in groups:
+        if controllers == "":
+            folder, name = cgroups, "memory.max"
+        elif "memory" in controllers.split(","):
+            folder, name = os.path.join(cgroups, "memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(folder + path, name)) as f:
+                    limits.append(int(f.read()))  # v2's "max", no limit, is not a number
+            if path in ("/", ""):
+                break
+            path = os.path.dirname(path)
+    return min(limits)
 
 
 # ---------------------------------------------------------------- one iteration
@@ -428,6 +476,8 @@ def main(argv=None):
     check_args(args)
     stop_asked = stop_requests()
     backend.use_device(args.use_cuda)
+    if not jt.flags.use_cuda:
+        check_that_a_step_fits_in_memory(args.batch_size, args.crop_size)
     if jt.rank == 0:
         writable_folder(args.save_dir, "save_dir")
         writable_folder(args.log_dir, "log_dir")

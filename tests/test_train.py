@@ -362,6 +362,7 @@ def bad_train_cases(tmp_path, weight_files):
         "wrong vgg": (with_(vgg=weight_files[1]), "not the VGG encoder weights"),
         "save dir": (with_(save_dir=blocked / "m"), "--save_dir"),
         "batch size": (with_(batch_size="0"), "--batch_size 0: must be at least 1"),
+        "crop not a multiple of 8": (with_(crop_size="100"), "--crop_size 100: must be a multiple of 8"),
         "lr": (with_(lr="0"), "--lr 0.0: must be a positive number"),
         "style weight nan": (with_(style_weight="nan"), "--style_weight nan: must be a number"),
         "unknown flag": (with_(epochs="3"), "unrecognized arguments: --epochs 3"),
@@ -372,7 +373,8 @@ def bad_train_cases(tmp_path, weight_files):
 
 
 @pytest.mark.parametrize("case", ["missing content", "no images", "missing vgg", "wrong vgg", "save dir",
-                                  "batch size", "lr", "style weight nan", "unknown flag", "resume without checkpoint",
+                                  "batch size", "crop not a multiple of 8", "lr", "style weight nan", "unknown flag",
+                                  "resume without checkpoint",
                                   "only corrupt styles, workers", "only corrupt styles"])
 def test_bad_input_is_one_clear_line(tmp_path, weight_files, case, run_main):
     argv, expected = bad_train_cases(tmp_path, weight_files)[case]
@@ -380,6 +382,56 @@ def test_bad_input_is_one_clear_line(tmp_path, weight_files, case, run_main):
     errors = [line for line in lines if not line.startswith("warning: skipping unreadable image")]
     assert code == 1
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], lines
+
+
+def test_a_step_larger_than_the_memory_is_one_line_before_it_starts(tmp_path, weight_files, monkeypatch, run_main):
+    argv, _ = bad_train_cases(tmp_path, weight_files)["batch size"]
+    argv[argv.index("--batch_size") + 1] = "1"
+    argv[argv.index("--crop_size") + 1] = "1024"
+    monkeypatch.setattr(train, "memory_limit", lambda: 8e9)
+    code, lines = run_main(train, *argv)
+    assert code == 1 and lines == ["error: --batch_size 1 --crop_size 1024: a training step on the CPU takes at least "
+                                   "20.9 GB of memory, and this run may use 8.0 GB: lower them (the original's "
+                                   "8 x 256² takes about 11 GB)"]
+    assert not os.path.exists(tmp_path / "m")  # refused before anything is written
+    monkeypatch.setattr(train, "memory_limit", lambda: 12e9)
+    train.check_that_a_step_fits_in_memory(8, 256)  # the original's fits in 12 GB, but not on two ranks
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    with pytest.raises(UserError, match="takes at least 21.4 GB of memory for each of the 2 ranks on this node"):
+        train.check_that_a_step_fits_in_memory(8, 256)
+
+
+def test_the_memory_estimate_is_at_most_what_a_step_takes(tmp_path, weight_files):
+    """The estimate refuses only what cannot fit: a step of batch 1 at 256² (in a process of its own, whose peak
+    resident size its parent reads) takes at least that."""
+    data = tmp_path / "data"
+    write_images(data, ["a.jpg", "b.jpg"], size=(300, 200))
+    argv = train_argv(weight_files, data, tmp_path / "m", tmp_path / "l", "--batch_size", "1", "--crop_size",
+                      "256", "--max_iter", "1")
+    measure = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, os.path.join(REPO, "train.py"), *argv],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    peak = int(result.stdout)
+    assert train.STEP_BYTES + train.STEP_BYTES_PER_PIXEL * 256 ** 2 <= peak < 4e9, peak
+
+
+def test_the_memory_limit_is_the_least_of_the_machine_and_the_control_groups(tmp_path):
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    proc = tmp_path / "cgroup"
+
+    def limit(groups, files):
+        proc.write_text("".join(f"{line}\n" for line in groups))
+        for path, text in files.items():
+            (tmp_path / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "fs" / path).write_text(text)
+        return train.memory_limit(str(proc), str(tmp_path / "fs"))
+
+    assert limit(["0::/"], {"memory.max": "max\n"}) == machine  # cgroup v2, no limit
+    assert limit(["0::/job/step"], {"job/memory.max": "4000000000\n", "job/step/memory.max": "max\n"}) == 4e9
+    assert limit(["4:memory:/docker/abc", "3:cpuset:/"], {"memory/memory.limit_in_bytes": "3000000000\n"}) == 3e9
+    assert train.memory_limit(str(tmp_path / "none"), str(tmp_path / "fs")) == machine
 
 
 @pytest.mark.parametrize("script, shown", [
