@@ -128,14 +128,15 @@ def check_args(args):
 
 
 def check_that_a_step_fits_in_memory(batch_size, crop_size):
-    """On the CPU, a step larger than the memory this process may use (a --crop_size of 2560 typed for 256) made
-    the machine swap for minutes before the kernel killed the run without a word: one line instead, before. Under
-    mpirun the ranks of a node share its memory. On a GPU, Jittor's own error says when its memory is short."""
+    """On the CPU, a step larger than the memory this process may use (a --crop_size of 2560 typed for 256) left
+    the machine short of memory for a minute before the kernel killed the run without a word: one line instead,
+    before. Under mpirun the ranks of a node share its memory. On a GPU, Jittor's own error says when its memory
+    is short."""
     ranks = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
     needed = ranks * (STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2)
     limit = memory_limit()
     if needed > limit:
-        on = f" for each of the {ranks} ranks on this node" if ranks > 1 else ""
+        on = f" for the {ranks} ranks on this node" if ranks > 1 else ""
         raise UserError(f"--batch_size {batch_size} --crop_size {crop_size}: a training step on the CPU takes at "
                         f"least {needed / 1e9:.1f} GB of memory{on}, and this run may use {limit / 1e9:.1f} GB: "
                         "lower them (the original's 8 x 256² takes about 11 GB)")

@@ -397,7 +397,7 @@ def test_a_step_larger_than_the_memory_is_one_line_before_it_starts(tmp_path, we
     monkeypatch.setattr(train, "memory_limit", lambda: 12e9)
     train.check_that_a_step_fits_in_memory(8, 256)  # the original's fits in 12 GB, but not on two ranks
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
-    with pytest.raises(UserError, match="takes at least 21.4 GB of memory for each of the 2 ranks on this node"):
+    with pytest.raises(UserError, match="takes at least 21.4 GB of memory for the 2 ranks on this node"):
         train.check_that_a_step_fits_in_memory(8, 256)
 
 
