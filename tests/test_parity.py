@@ -377,6 +377,22 @@ def test_float64_cpu_layers_and_their_gradients(shape, layer):
         assert_close(jgrad.numpy(), tx.grad.numpy(), 1e-15, f"{layer} gradient")  # sums of up to 4 terms
 
 
+@pytest.mark.parametrize("height, width", [(2048, 2048), (1024, 4096), (5, 7)])
+def test_float32_first_encoder_layer_at_sizes_where_onednn_crashed(height, width):
+    """net.Conv1x1, the encoder's first layer, against float64: Jittor's convolution (oneDNN 2.2's AVX-512 kernel)
+    crashed the process at a pixel count that is a multiple of 2^22, as 2048 × 2048 or 1024 × 4096."""
+    rng = np.random.default_rng(7)
+    layer = net.make_vgg()[0]
+    layer.weight.assign(rng.standard_normal((3, 3, 1, 1)).astype(np.float32))
+    layer.bias.assign(rng.standard_normal(3).astype(np.float32))
+    x = rng.random((1, 3, height, width), dtype=np.float32)
+    with jt.no_grad():
+        actual = layer(jt.array(x)).numpy()
+    expected = (np.einsum("ok,nkhw->nohw", layer.weight.numpy()[:, :, 0, 0].astype(np.float64), x)
+                + layer.bias.numpy()[None, :, None, None])
+    assert_close(actual, expected, 1e-6, f"first layer at {height}x{width}")  # sums of 3 products and a bias
+
+
 # (in channels, out channels, kernel size) of each kind of cpu_layers.Conv2d in the network: the encoder's and
 # decoder's 3×3 convolutions and the MCC module's 1×1.
 CONVOLUTIONS = [(3, 64, 3), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3), (256, 512, 3),
