@@ -34,6 +34,7 @@ temporary blocks are reused instead of being mapped afresh at every call
 (`share_the_cpus_among_the_ranks`); several processes started otherwise are told that
 they run apart (`warn_of_processes_that_run_apart`).
 """
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -264,6 +265,42 @@ def cpu_place(cpu):
             return int(package.read()), int(core.read()), cpu
     except (OSError, ValueError):
         return 0, cpu, cpu
+
+
+def memory_limit(proc_cgroup="/proc/self/cgroup", cgroups="/sys/fs/cgroup"):
+    """The bytes of memory this process may use: the machine's, or less where its control group, or one above it,
+    has a limit (a container's --memory, a Slurm job's --mem; cgroup v2's memory.max, v1's
+    memory.limit_in_bytes). A container that sees its own group as the root finds it at the top."""
+    limits = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+    try:
+        with open(proc_cgroup) as f:
+            groups = [line.rstrip("\n").split(":", 2) for line in f]
+    except OSError:
+        return limits[0]
+    for _, controllers, path in groups:
+        if controllers == "":
+            folder, name = cgroups, "memory.max"
+        elif "memory" in controllers.split(","):
+            folder, name = os.path.join(cgroups, "memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(folder + path, name)) as f:
+                    limits.append(int(f.read()))  # v2's "max", no limit, is not a number
+            if path in ("/", ""):
+                break
+            path = os.path.dirname(path)
+    return min(limits)
+
+
+def memory_of_this_process():
+    """(Bytes, in words) of the memory this process may use: `memory_limit`, shared equally among the mpirun ranks
+    on its node, which work at once."""
+    ranks = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
+    available = memory_limit() / ranks
+    shared = f" (1/{ranks} of what this node gives, for its {ranks} ranks)" if ranks > 1 else ""
+    return available, f"{available / 1e9:.1f} GB{shared}"
 
 
 def jittor_cache_is_cold():

@@ -45,6 +45,10 @@ DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
 MIN_FRAME_RATE, MAX_FRAME_RATE, RATE_DENOMINATOR = fractions.Fraction(1, 1000), 1000, 1001
 # What a user can do about an image that is above --max_pixels once resized by the size flags.
 RESIZED_TOO_LARGE = "(--max_pixels raises it; --content_size/--style_size shrink it)"
+# The memory of a pass through the networks on the CPU, from its peak resident size for pictures of 1024² to
+# 4096×3072 and 4K video frames (docs/history.md, 2026-12-07): 0.3 GB and 1.5-1.7 kB per pixel of a pass (the
+# content's frames, or a style). Taken low, as what a pass needs at least.
+PASS_BYTES, PASS_BYTES_PER_PIXEL = 0.3e9, 1.3e3
 
 
 def parse_args(argv=None):
@@ -294,6 +298,7 @@ def style_arrays(paths, content_height, content_colours, args):
         image = read_picture(path, "--style")
         array = sized(image, transformer.style_side(content_height, args.style_size), args.crop, args.max_pixels,
                       f"style {path}")
+        images_that_fit(*array.shape[1:], f"style {path}")
         arrays.append(transformer.coral(array, content_colours) if args.preserve_color else array)
     return arrays
 
@@ -352,13 +357,28 @@ def save_image(array, path):
 
 def frames_per_pass(height, width, wanted, what):
     """At most `wanted` frames per pass (None: the default, see PASS_PIXELS), fewer where Jittor's pooling would
-    index past 2^31 numbers."""
+    index past 2^31 numbers or where more would not fit in memory (`images_that_fit`)."""
     if wanted is None:
         wanted = max(1, min(DEFAULT_BATCH, PASS_PIXELS // (height * width)))
     count = net.images_per_pass(height, width, wanted)
     if count == 0:
         raise InputError(f"{what}: {width}x{height} is larger than Jittor can pool "
                          f"(at most {net.MAX_POOL_PIXELS:,} pixels); use --content_size")
+    return min(count, images_that_fit(height, width, what))
+
+
+def images_that_fit(height, width, what):
+    """How many images of height × width a pass on the CPU can take in the memory this process may use (any number
+    on a GPU), or an InputError where not one can: on the CPU, a 4K video on a machine of 8 GB left it short of
+    memory until the kernel killed the run, without a word, minutes later."""
+    if jt.flags.use_cuda:
+        return math.inf
+    available, in_words = backend.memory_of_this_process()
+    count = int((available - PASS_BYTES) // (PASS_BYTES_PER_PIXEL * height * width))
+    if count < 1:
+        needed = PASS_BYTES + PASS_BYTES_PER_PIXEL * height * width
+        raise InputError(f"{what}: {width}x{height} takes at least {needed / 1e9:.1f} GB of memory to stylize on the "
+                         f"CPU, and this process may use {in_words} {RESIZED_TOO_LARGE}")
     return count
 
 
@@ -367,7 +387,7 @@ def stylize_image(content_path, style_paths, out_path, stylizer, args):
     size = IMAGE_CONTENT_SIZE if args.content_size is None else args.content_size
     what = f"content {content_path}"
     content = transformer.array_to_image(sized(image, size, args.crop, args.max_pixels, what))
-    frames_per_pass(*content.shape[:2], 1, what)  # refuses what Jittor cannot pool
+    frames_per_pass(*content.shape[:2], 1, what)  # refuses what Jittor cannot pool or memory cannot hold
     colours = transformer.ColourStatistics().add(content) if args.preserve_color else None
     stylizer.set_styles(style_arrays(style_paths, content.shape[0], colours, args))
     save_image(stylizer([content])[0], out_path)

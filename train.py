@@ -130,43 +130,13 @@ def check_args(args):
 def check_that_a_step_fits_in_memory(batch_size, crop_size):
     """On the CPU, a step larger than the memory this process may use (a --crop_size of 2560 typed for 256) left
     the machine short of memory for a minute before the kernel killed the run without a word: one line instead,
-    before. Under mpirun the ranks of a node share its memory. On a GPU, Jittor's own error says when its memory
-    is short."""
-    ranks = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
-    needed = ranks * (STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2)
-    limit = memory_limit()
-    if needed > limit:
-        on = f" for the {ranks} ranks on this node" if ranks > 1 else ""
+    before. On a GPU, Jittor's own error says when its memory is short."""
+    needed = STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2
+    available, in_words = backend.memory_of_this_process()
+    if needed > available:
         raise UserError(f"--batch_size {batch_size} --crop_size {crop_size}: a training step on the CPU takes at "
-                        f"least {needed / 1e9:.1f} GB of memory{on}, and this run may use {limit / 1e9:.1f} GB: "
-                        "lower them (the original's 8 x 256² takes about 11 GB)")
-
-
-def memory_limit(proc_cgroup="/proc/self/cgroup", cgroups="/sys/fs/cgroup"):
-    """The bytes of memory this process may use: the machine's, or less where its control group, or one above it,
-    has a limit (a container's --memory, a Slurm job's --mem; cgroup v2's memory.max, v1's
-    memory.limit_in_bytes). A container that sees its own group as the root finds it at the top."""
-    limits = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
-    try:
-        with open(proc_cgroup) as f:
-            groups = [line.rstrip("\n").split(":", 2) for line in f]
-    except OSError:
-        return limits[0]
-    for _, controllers, path in groups:
-        if controllers == "":
-            folder, name = cgroups, "memory.max"
-        elif "memory" in controllers.split(","):
-            folder, name = os.path.join(cgroups, "memory"), "memory.limit_in_bytes"
-        else:
-            continue
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                with open(os.path.join(folder + path, name)) as f:
-                    limits.append(int(f.read()))  # v2's "max", no limit, is not a number
-            if path in ("/", ""):
-                break
-            path = os.path.dirname(path)
-    return min(limits)
+                        f"least {needed / 1e9:.1f} GB of memory, and this process may use {in_words}: lower them "
+                        "(the original's 8 x 256² takes about 11 GB)")
 
 
 # ---------------------------------------------------------------- one iteration

@@ -669,3 +669,20 @@ def test_mpirun_inside_an_srun_step_runs_as_one_job():
     result = mpirun(2, "-c", says_world_size, env=dict(os.environ, SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="0"))
     assert (result.returncode, result.stdout.split()) == (0, ["2", "2"]), result.stderr[-2000:]
     assert "warning" not in result.stderr
+
+
+def test_the_memory_limit_is_the_least_of_the_machine_and_the_control_groups(tmp_path):
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    proc = tmp_path / "cgroup"
+
+    def limit(groups, files):
+        proc.write_text("".join(f"{line}\n" for line in groups))
+        for path, text in files.items():
+            (tmp_path / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "fs" / path).write_text(text)
+        return backend.memory_limit(str(proc), str(tmp_path / "fs"))
+
+    assert limit(["0::/"], {"memory.max": "max\n"}) == machine  # cgroup v2, no limit
+    assert limit(["0::/job/step"], {"job/memory.max": "4000000000\n", "job/step/memory.max": "max\n"}) == 4e9
+    assert limit(["4:memory:/docker/abc", "3:cpuset:/"], {"memory/memory.limit_in_bytes": "3000000000\n"}) == 3e9
+    assert backend.memory_limit(str(tmp_path / "none"), str(tmp_path / "fs")) == machine

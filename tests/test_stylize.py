@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin, WebPImagePlugin
 
+import backend
 import cli
 import test_video
 import torch_mccnet
@@ -994,11 +995,32 @@ def test_a_decompression_bomb_stays_a_picture_and_is_refused_before_decoding(sty
 @pytest.mark.parametrize("height,width,batch_size,frames", [
     (360, 640, None, 4), (720, 1280, None, 1), (1080, 1920, None, 1), (2160, 3840, None, 1), (48, 64, None, 4),
     (1080, 1920, 8, 8), (5792, 5792, 3, 1)])
-def test_frames_per_pass(height, width, batch_size, frames):
+def test_frames_per_pass(height, width, batch_size, frames, monkeypatch):
     """By default up to 4 frames, as many as fit in 1280 × 720 pixels: on the CPU a pass of several large frames
     is slower than one frame after another, and takes memory in proportion (docs/history.md). --batch_size is
-    obeyed as far as Jittor's pooling allows."""
+    obeyed as far as Jittor's pooling allows (and memory, below; here a machine of 1 TB)."""
+    monkeypatch.setattr(backend, "memory_limit", lambda: 1e12)
     assert test_video.frames_per_pass(height, width, batch_size, "content") == frames
+
+
+def test_a_pass_that_memory_cannot_hold_is_refused_or_made_smaller(stylize, clips, tmp_path, monkeypatch):
+    """On the CPU a picture, a frame or a style larger than the memory this process may use is one line (the kernel
+    killed such a run, minutes later, without a word); frames go fewer to a pass where more would not fit."""
+    monkeypatch.setattr(backend, "memory_limit", lambda: 1e9)
+    picture = tmp_path / "small.png"
+    Image.fromarray(pattern(1, 40, 30)).save(picture)
+    code, lines = stylize("--content", picture, "--style", clips["style"], "--content_size", "1000",
+                          "--output", tmp_path / "o")
+    assert code == 1 and lines == [f"error: content {picture}: 1333x1000 takes at least 2.0 GB of memory to stylize "
+                                   "on the CPU, and this process may use 1.0 GB (--max_pixels raises it; "
+                                   "--content_size/--style_size shrink it)"]
+    code, lines = stylize("--content", picture, "--style", clips["style"], "--style_size", "1000",
+                          "--output", tmp_path / "o")
+    assert code == 1 and lines[0].startswith(f"error: style {clips['style']}: 1333x1000 takes at least 2.0 GB")
+    assert test_video.frames_per_pass(360, 640, 8, "content") == 2  # (1 GB − 0.3) / (1.3 kB × 640 × 360) frames
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")  # two ranks of mpirun on this node: half each
+    with pytest.raises(test_video.InputError, match=r"this process may use 0.5 GB \(1/2 of what this node gives"):
+        test_video.frames_per_pass(360, 640, 8, "content")
 
 
 def test_a_frame_beyond_jittors_pooling_is_one_line(stylize, clips, big_picture, tmp_path):

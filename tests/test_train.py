@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import backend
 import cpu_layers
 import net
 import sampler
@@ -388,16 +389,17 @@ def test_a_step_larger_than_the_memory_is_one_line_before_it_starts(tmp_path, we
     argv, _ = bad_train_cases(tmp_path, weight_files)["batch size"]
     argv[argv.index("--batch_size") + 1] = "1"
     argv[argv.index("--crop_size") + 1] = "1024"
-    monkeypatch.setattr(train, "memory_limit", lambda: 8e9)
+    monkeypatch.setattr(backend, "memory_limit", lambda: 8e9)
     code, lines = run_main(train, *argv)
     assert code == 1 and lines == ["error: --batch_size 1 --crop_size 1024: a training step on the CPU takes at least "
-                                   "20.9 GB of memory, and this run may use 8.0 GB: lower them (the original's "
+                                   "20.9 GB of memory, and this process may use 8.0 GB: lower them (the original's "
                                    "8 x 256² takes about 11 GB)"]
     assert not os.path.exists(tmp_path / "m")  # refused before anything is written
-    monkeypatch.setattr(train, "memory_limit", lambda: 12e9)
-    train.check_that_a_step_fits_in_memory(8, 256)  # the original's fits in 12 GB, but not on two ranks
+    monkeypatch.setattr(backend, "memory_limit", lambda: 12e9)
+    train.check_that_a_step_fits_in_memory(8, 256)  # the original's fits in 12 GB, but not with another rank
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
-    with pytest.raises(UserError, match="takes at least 21.4 GB of memory for the 2 ranks on this node"):
+    with pytest.raises(UserError, match=r"takes at least 10.7 GB of memory, and this process may use 6.0 GB \(1/2 of "
+                                        r"what this node gives, for its 2 ranks\)"):
         train.check_that_a_step_fits_in_memory(8, 256)
 
 
@@ -415,23 +417,6 @@ def test_the_memory_estimate_is_at_most_what_a_step_takes(tmp_path, weight_files
     assert result.returncode == 0, result.stderr
     peak = int(result.stdout)
     assert train.STEP_BYTES + train.STEP_BYTES_PER_PIXEL * 256 ** 2 <= peak < 4e9, peak
-
-
-def test_the_memory_limit_is_the_least_of_the_machine_and_the_control_groups(tmp_path):
-    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    proc = tmp_path / "cgroup"
-
-    def limit(groups, files):
-        proc.write_text("".join(f"{line}\n" for line in groups))
-        for path, text in files.items():
-            (tmp_path / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "fs" / path).write_text(text)
-        return train.memory_limit(str(proc), str(tmp_path / "fs"))
-
-    assert limit(["0::/"], {"memory.max": "max\n"}) == machine  # cgroup v2, no limit
-    assert limit(["0::/job/step"], {"job/memory.max": "4000000000\n", "job/step/memory.max": "max\n"}) == 4e9
-    assert limit(["4:memory:/docker/abc", "3:cpuset:/"], {"memory/memory.limit_in_bytes": "3000000000\n"}) == 3e9
-    assert train.memory_limit(str(tmp_path / "none"), str(tmp_path / "fs")) == machine
 
 
 @pytest.mark.parametrize("script, shown", [
