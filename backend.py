@@ -32,7 +32,8 @@ oneDNN, which makes Jittor's CPU convolutions as fast as PyTorch's, comes from t
 temporary blocks are reused instead of being mapped afresh at every call
 (`keep_freed_memory_for_reuse`). Under mpirun each rank runs on its share of the node's CPUs
 (`share_the_cpus_among_the_ranks`); several processes started otherwise are told that
-they run apart (`warn_of_processes_that_run_apart`).
+they run apart (`warn_of_processes_that_run_apart`). The memory a process may use
+(`memory_of_this_process`) is what the scripts check a pass on the CPU against.
 """
 import contextlib
 import ctypes
