@@ -417,7 +417,6 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
     start = time.perf_counter()
     rate = args.frame_rate or video.DEFAULT_RATE
     what = f"content {content_path}"
-    colours = video_colours(content_path, rate, args, what) if args.preserve_color else None
     with contextlib.closing(video.open_video(content_path, rate)) as reader:
         frames = ((frame_at_content_size(frame, args, what), pts) for frame, pts in reader.frames())
         first = next(frames, None)
@@ -425,6 +424,7 @@ def stylize_video(content_path, style_paths, out_path, stylizer, args):
             raise InputError(f"{content_path}: a video without any decodable frame ({reader.problem or 'empty'})")
         height, width = first[0].shape[:2]
         batch_size = frames_per_pass(height, width, args.batch_size, what)
+        colours = video_colours(content_path, rate, args, what) if args.preserve_color else None
         stylizer.set_styles(style_arrays(style_paths, height, colours, args))
         frames_dir = os.path.splitext(out_path)[0] + "_frames" if args.save_frames else None
         sequence = video.is_image_sequence(content_path)  # its frames are saved under its pictures' names

@@ -260,11 +260,11 @@ class ColourStatistics:
 
     def regularised_correlation(self):
         """`_regularised_correlation` of the standardised pixels (a constant channel's are 0)."""
-        std = nonzero(self.std())
+        std = _nonzero(self.std())
         return (self.scatter() / (std @ std.T) + np.eye(3)) / (self.count - 1)
 
 
-def nonzero(std):
+def _nonzero(std):
     """Standard deviations to divide by: a constant channel's (0) by 1, as its centred values are all 0."""
     return np.where(std > 0, std, 1.0)
 
@@ -295,7 +295,7 @@ def coral(source, target):
     """
     flat = source.reshape(3, -1).astype(np.float64)
     mean, std = flat.mean(axis=1, keepdims=True), flat.std(axis=1, ddof=1, keepdims=True)
-    standardised = (flat - mean) / nonzero(std)
+    standardised = (flat - mean) / _nonzero(std)
     whiten = np.linalg.inv(_matrix_sqrt(_regularised_correlation(standardised)))
     colour = _matrix_sqrt(target.regularised_correlation())
     transfer = colour @ whiten @ standardised
