@@ -285,14 +285,19 @@ def memory_limit(proc_cgroup="/proc/self/cgroup", cgroups="/sys/fs/cgroup"):
             folder, name = os.path.join(cgroups, "memory"), "memory.limit_in_bytes"
         else:
             continue
-        while True:
+        for group in group_and_those_above(path):
             with contextlib.suppress(OSError, ValueError):
-                with open(os.path.join(folder + path, name)) as f:
+                with open(os.path.join(folder + group, name)) as f:
                     limits.append(int(f.read()))  # v2's "max", no limit, is not a number
-            if path in ("/", ""):
-                break
-            path = os.path.dirname(path)
     return min(limits)
+
+
+def group_and_those_above(path):
+    """A control group's path and those of the groups above it, to the root, "/"."""
+    while path not in ("/", ""):
+        yield path
+        path = os.path.dirname(path)
+    yield "/"
 
 
 def memory_of_this_process():
