@@ -100,11 +100,14 @@ def to_rgb(image):
 
     Transparent pixels are laid over white (dropping alpha, as `convert('RGB')` does, shows
     whatever colour happens to sit under them, often black). 16-bit greyscale is scaled
-    down; `convert('RGB')` would clip it to white.
+    down; `convert('RGB')` would clip it to white. Floating-point greyscale (a TIFF of mode F)
+    runs from black at 0 to white at 1, as viewers show it; `convert('RGB')` would truncate it
+    to 0 or 1 of 255: black.
     """
-    if image.mode in SIXTEEN_BIT_MODES:
+    if image.mode in SIXTEEN_BIT_MODES + ("F",):
         grey = np.asarray(image, dtype=np.float64)
-        grey = np.clip(grey / (65535.0 if grey.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        white = 1.0 if image.mode == "F" else 65535.0 if grey.max() > 255 else 255.0
+        grey = np.clip(np.nan_to_num(grey / white * 255.0 + 0.5), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -124,6 +124,10 @@ def test_modes_become_rgb():
     loaded = np.asarray(transformer.load_image(saved(sixteen)))
     assert loaded.shape == (1, 3, 3) and loaded[0, :, 0].tolist() == [0, 128, 255]
 
+    floating = Image.fromarray(np.array([[0.0, 128 / 255, 1.0, 7.5, -1.0, np.nan]], np.float32))  # a TIFF of mode F
+    loaded = np.asarray(transformer.load_image(saved(floating, "TIFF")))
+    assert loaded.shape == (1, 6, 3) and loaded[0, :, 0].tolist() == [0, 128, 255, 255, 0, 0]
+
 
 def test_exif_orientation_is_applied():
     image = photo(40, 20)
