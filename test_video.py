@@ -45,10 +45,10 @@ DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
 MIN_FRAME_RATE, MAX_FRAME_RATE, RATE_DENOMINATOR = fractions.Fraction(1, 1000), 1000, 1001
 # What a user can do about an image that is above --max_pixels once resized by the size flags.
 RESIZED_TOO_LARGE = "(--max_pixels raises it; --content_size/--style_size shrink it)"
-# The memory of a pass through the networks on the CPU, from its peak resident size for pictures of 1024² to
-# 4096×3072 and 4K video frames (docs/history.md, 2026-12-07): 0.3 GB and 1.5-1.7 kB per pixel of a pass (the
-# content's frames, or a style). Taken low, as what a pass needs at least.
-PASS_BYTES, PASS_BYTES_PER_PIXEL = 0.3e9, 1.3e3
+# The memory of a pass through the networks on the CPU, from its peak resident size for pictures of 360p to
+# 4096×3072 (docs/history.md, 2026-12-07): 0.3 GB and 0.72-1.7 kB per pixel of a pass (the content's frames, or a
+# style; the least at 1080p). Taken low, as what a pass needs at least.
+PASS_BYTES, PASS_BYTES_PER_PIXEL = 0.3e9, 0.6e3
 
 
 def parse_args(argv=None):

@@ -399,10 +399,13 @@ CONVOLUTIONS = [(3, 64, 3), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256,
                 (512, 512, 3), (512, 256, 3), (256, 128, 3), (128, 64, 3), (64, 3, 3), (512, 512, 1)]
 
 
+@pytest.mark.parametrize("strips", [False, True], ids=["whole", "strips"])
 @pytest.mark.parametrize("in_channels, out_channels, kernel_size", CONVOLUTIONS)
-def test_float32_convolution_and_its_gradients(in_channels, out_channels, kernel_size):
+def test_float32_convolution_and_its_gradients(in_channels, out_channels, kernel_size, strips, monkeypatch):
     """cpu_layers.Conv2d (on the CPU, its blocked oneDNN convolution), with a bias, at an odd size: its output and
-    the gradients of its input, weight and bias against float64."""
+    the gradients of its input, weight and bias against float64. With `strips` its output is computed in strips of
+    rows, as a large map's is: of 1 to 7 rows here, the last one shorter where they do not divide the map."""
+    monkeypatch.setattr(cpu_layers, "STRIP_BYTES", 40_000 if strips else 1 << 40)
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, in_channels, 13, 10)).astype(np.float32)
     layer = cpu_layers.Conv2d(in_channels, out_channels, kernel_size)
@@ -442,6 +445,37 @@ def test_float32_convolutions_run_on_blocked_formats():
         formats = line.split(",")[6]  # "src_f32::blocked:aBcd16b:f0 wei_f32::… dst_f32::blocked:aBcd16b:f0"
         source, target = formats.split()[0], formats.split()[-1]
         assert "acdb" not in source and re.search(r"blocked:aBcd(8|16)b:", target), line
+
+
+CONVOLUTION_MEMORY = """import resource, sys
+sys.path.insert(0, {repo!r})
+import backend, cpu_layers, jittor as jt
+cpu_layers.STRIP_BYTES = {strip_bytes}
+layer = cpu_layers.Conv2d(64, 64, 3)
+layer(jt.ones((1, 64, 20, 20))).sync()  # compiles the kernel
+x = jt.ones((1, 64, 1026, 1026)).sync()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+layer(x).sync()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def convolution_peak_in_maps(strip_bytes):
+    """How much a 64→64 convolution of a 1024² output map raises the peak memory of a fresh process, in maps."""
+    script = CONVOLUTION_MEMORY.format(repo=REPO, strip_bytes=strip_bytes)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.split()[-1]) / (64 * 1024 ** 2 * 4)
+
+
+def test_float32_convolution_takes_its_output_and_little_more():
+    """cpu_layers.Conv2d computes its output in strips: the peak grows by the output map and a strip's copies.
+    Copies of the whole input and output took two maps more: a 4K stylization peaked at 12.4 GB, not 7.1."""
+    if cpu_layers.MKL_OPS is None:
+        pytest.skip("Jittor runs without oneDNN here (use_mkl=0, as in tests/gpu_check.sh): cpu_layers.Conv2d "
+                    "is Jittor's own convolution")
+    in_strips, whole = convolution_peak_in_maps(cpu_layers.STRIP_BYTES), convolution_peak_in_maps(1 << 40)
+    assert in_strips < 1.1 and whole > 2.5, (in_strips, whole)
 
 
 def adam_updates(optimizer_step, params, grads, steps=3):

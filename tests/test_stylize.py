@@ -1006,21 +1006,38 @@ def test_frames_per_pass(height, width, batch_size, frames, monkeypatch):
 def test_a_pass_that_memory_cannot_hold_is_refused_or_made_smaller(stylize, clips, tmp_path, monkeypatch):
     """On the CPU a picture, a frame or a style larger than the memory this process may use is one line (the kernel
     killed such a run, minutes later, without a word); frames go fewer to a pass where more would not fit."""
-    monkeypatch.setattr(backend, "memory_limit", lambda: 1e9)
+    monkeypatch.setattr(backend, "memory_limit", lambda: 0.8e9)
     picture = tmp_path / "small.png"
     Image.fromarray(pattern(1, 40, 30)).save(picture)
     code, lines = stylize("--content", picture, "--style", clips["style"], "--content_size", "1000",
                           "--output", tmp_path / "o")
-    assert code == 1 and lines == [f"error: content {picture}: 1333x1000 takes at least 2.0 GB of memory to stylize "
-                                   "on the CPU, and this process may use 1.0 GB (--max_pixels raises it; "
+    assert code == 1 and lines == [f"error: content {picture}: 1333x1000 takes at least 1.1 GB of memory to stylize "
+                                   "on the CPU, and this process may use 0.8 GB (--max_pixels raises it; "
                                    "--content_size/--style_size shrink it)"]
     code, lines = stylize("--content", picture, "--style", clips["style"], "--style_size", "1000",
                           "--output", tmp_path / "o")
-    assert code == 1 and lines[0].startswith(f"error: style {clips['style']}: 1333x1000 takes at least 2.0 GB")
-    assert test_video.frames_per_pass(360, 640, 8, "content") == 2  # (1 GB − 0.3) / (1.3 kB × 640 × 360) frames
+    assert code == 1 and lines[0].startswith(f"error: style {clips['style']}: 1333x1000 takes at least 1.1 GB")
+    assert test_video.frames_per_pass(360, 640, 8, "content") == 3  # (0.8 GB − 0.3) / (0.6 kB × 640 × 360) frames
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")  # two ranks of mpirun on this node: half each
-    with pytest.raises(test_video.InputError, match=r"this process may use 0.5 GB \(1/2 of what this node gives"):
+    with pytest.raises(test_video.InputError, match=r"this process may use 0.4 GB \(1/2 of what this node gives"):
         test_video.frames_per_pass(360, 640, 8, "content")
+
+
+def test_the_memory_estimate_is_at_most_what_a_stylization_takes(clips, weight_files, tmp_path):
+    """The estimate refuses only what cannot fit: a 1080p picture with a 512² style, the least memory per pixel
+    measured (in a process of its own, whose peak resident size its parent reads), takes at least that."""
+    picture = tmp_path / "hd.png"
+    Image.fromarray(pattern(1, 1920, 1080)).save(picture)
+    vgg, decoder, mcc = weight_files
+    argv = ["--content", picture, "--style", clips["style"], "--content_size", "0", "--style_size", "512",
+            "--output", tmp_path / "o", "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc]
+    measure = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, os.path.join(REPO, "test_video.py"),
+                             *map(str, argv)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    peak = int(result.stdout)
+    assert test_video.PASS_BYTES + test_video.PASS_BYTES_PER_PIXEL * 1920 * 1080 <= peak < 4e9, peak
 
 
 def test_a_frame_beyond_jittors_pooling_is_one_line(stylize, clips, big_picture, tmp_path):
