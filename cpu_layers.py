@@ -18,7 +18,7 @@ import jittor_utils
 from jittor import nn
 
 MKL_OPS = jt.compile_extern.mkl_ops  # Jittor's oneDNN operators (None where Jittor runs without oneDNN)
-STRIP_BYTES = 8 << 20  # the copies of a strip of a convolution's output (`BLOCKED_CONVOLUTION`)
+STRIP_BYTES = 8 << 20  # the copies that a strip of a convolution's output is computed with (`BLOCKED_CONVOLUTION`)
 
 # One pixel of reflection padding: row and column -1 take 1, H takes H - 2.
 PAD_FORWARD = """

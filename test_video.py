@@ -37,7 +37,7 @@ import video
 
 IMAGE_CONTENT_SIZE = 512  # the original's image default; videos keep their size
 # Frames per pass without --batch_size: up to DEFAULT_BATCH, as many as fit in PASS_PIXELS. On the CPU a pass of
-# several large frames is slower than one frame after another, and its memory grows with its pixels.
+# several large frames is no faster than one frame after another, and its memory grows with its pixels.
 DEFAULT_BATCH, PASS_PIXELS = 4, 1280 * 720
 # The frames/s that --frame_rate may give an image sequence: a frame every 1000 s (a time-lapse) to 1000 a second
 # (beyond what cameras record), as fractions of a denominator up to 1001 (NTSC's 30000/1001): the MP4 muxer's
