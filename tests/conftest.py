@@ -142,6 +142,20 @@ def run_script(script, *argv, **kwargs):
                           capture_output=True, text=True, cwd=REPO, **kwargs)
 
 
+# Runs a command and prints the peak resident size of that command's process, in bytes. (The command's own
+# ru_maxrss would start at that of the process it was forked from: run from this small one, not from the tests'.)
+PEAK_OF_A_CHILD = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
+
+
+def peak_memory_of_script(script, *argv):
+    """The peak resident size in bytes of `python script argv…` run in a process of its own."""
+    result = subprocess.run([sys.executable, "-c", PEAK_OF_A_CHILD, sys.executable, os.path.join(REPO, script),
+                             *map(str, argv)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout)
+
+
 def mpirun(ranks, script, *argv, timeout=300, **kwargs):
     """Run `python script argv…` on `ranks` OpenMPI processes on this machine; a test failure after `timeout` s."""
     return mpirun_each([[script, *argv]] * ranks, timeout, **kwargs)

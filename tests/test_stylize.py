@@ -27,7 +27,7 @@ import transformer
 import video
 import weights
 from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, retagged, shifted
-from conftest import REPO, mpirun, needs_mpi, run_script
+from conftest import REPO, mpirun, needs_mpi, peak_memory_of_script, run_script
 
 
 BT709 = (1, 1, 1)  # FFmpeg's numbers for its colour matrix, primaries and transfer: what HD cameras tag
@@ -1031,12 +1031,7 @@ def test_the_memory_estimate_is_at_most_what_a_stylization_takes(clips, weight_f
     vgg, decoder, mcc = weight_files
     argv = ["--content", picture, "--style", clips["style"], "--content_size", "0", "--style_size", "512",
             "--output", tmp_path / "o", "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc]
-    measure = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
-    result = subprocess.run([sys.executable, "-c", measure, sys.executable, os.path.join(REPO, "test_video.py"),
-                             *map(str, argv)], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    peak = int(result.stdout)
+    peak = peak_memory_of_script("test_video.py", *argv)
     assert test_video.PASS_BYTES + test_video.PASS_BYTES_PER_PIXEL * 1920 * 1080 <= peak < 4e9, peak
 
 

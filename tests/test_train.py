@@ -27,7 +27,7 @@ import train
 import transformer
 import weights
 from cli import UserError
-from conftest import REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi, run_script
+from conftest import REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi, peak_memory_of_script, run_script
 
 
 def write_images(folder, names, size=(40, 30), seed=0):
@@ -410,12 +410,7 @@ def test_the_memory_estimate_is_at_most_what_a_step_takes(tmp_path, weight_files
     write_images(data, ["a.jpg", "b.jpg"], size=(300, 200))
     argv = train_argv(weight_files, data, tmp_path / "m", tmp_path / "l", "--batch_size", "1", "--crop_size",
                       "256", "--max_iter", "1")
-    measure = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
-    result = subprocess.run([sys.executable, "-c", measure, sys.executable, os.path.join(REPO, "train.py"), *argv],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    peak = int(result.stdout)
+    peak = peak_memory_of_script("train.py", *argv)
     assert train.STEP_BYTES + train.STEP_BYTES_PER_PIXEL * 256 ** 2 <= peak < 4e9, peak
 
 
