@@ -192,6 +192,31 @@ def keep_compile_workers_out_of_terminal_signals():
     jittor_utils.pool_initializer = pool_initializer
 
 
+def leave_pytorch_out():
+    """Keep Jittor from importing PyTorch at its start, where PyTorch is installed (as after `make test`).
+
+    Jittor does that outside mpirun, against a clash of their libraries long fixed (`FIX_TORCH_ERROR` in its
+    compile_extern.py); no script here uses PyTorch. It cost every start 0.9 s and 180 MB, and PyTorch's import
+    sets OpenMP's thread count, over OMP_NUM_THREADS (docs/history.md, 2026-12-07). A process that wants
+    PyTorch imports it itself (the tests, bench.py)."""
+    os.environ.setdefault("FIX_TORCH_ERROR", "0")
+
+
+@contextlib.contextmanager
+def pytorch_hidden():
+    """Imports within see PyTorch as not installed, unless it is imported already: tensorboardX's package imports
+    it, to accept its tensors (train.py gives it numpy arrays). Under mpirun that import, before Jittor's, sized
+    OpenMP's threads by OpenMPI's binding of the rank to one core: a training step on one of two cores."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # `import torch` then raises ImportError
+    try:
+        yield
+    finally:
+        del sys.modules["torch"]
+
+
 def keep_freed_memory_for_reuse():
     """Have glibc keep freed memory in the process instead of handing it back to the system.
 
@@ -404,6 +429,7 @@ def prepare_environment():
     one_write_a_line()  # the lines printed here, by every rank under mpirun, come before cli.run's
     warn_of_processes_that_run_apart()
     keep_freed_memory_for_reuse()
+    leave_pytorch_out()
     share_the_cpus_among_the_ranks()  # before Jittor loads OpenMP, which sizes its thread pool by the binding
     os.environ.setdefault("log_silent", "1")
     check_build_tools()

@@ -47,9 +47,6 @@ import time
 from cli import ArgumentParser, UserError, run, write_atomically, writable_folder
 
 import numpy as np
-from tensorboardX import summary
-from tensorboardX.record_writer import RecordWriter
-from tensorboardX.proto.event_pb2 import Event
 from tqdm import tqdm
 
 import backend
@@ -59,6 +56,11 @@ import net
 import sampler
 import transformer
 import weights
+
+with backend.pytorch_hidden():  # tensorboardX's package imports PyTorch where it is installed: see pytorch_hidden
+    from tensorboardX import summary
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import RecordWriter
 
 STATE_PATTERN = re.compile(r"state_iter_(\d+)\.pkl$")
 LOSS_NAMES = tuple(net.LOSS_WEIGHTS)

@@ -413,6 +413,43 @@ def test_under_mpirun_each_rank_gets_its_share_of_the_cpus():
         assert len(bound[0]) == 1  # the user's own `mpirun --bind-to core` is kept
 
 
+# The scripts' modules imported as a script imports them; then whether PyTorch was loaded, OpenMP's thread count (that
+# of the libgomp that Jittor's operators run on) and this process's CPUs.
+THREADS_OF_THE_SCRIPTS = """import ctypes, os, sys
+import train, test_video, evaluate
+threads = ctypes.CDLL("libgomp.so.1").omp_get_max_threads()
+loaded = "torch" in sys.modules
+import torch  # still importable: train.py hides PyTorch from tensorboardX only while importing it
+os.write(1, f"{os.environ.get('OMPI_COMM_WORLD_RANK', 0)} {loaded} {threads} {len(os.sched_getaffinity(0))}\\n".encode())
+"""
+
+
+def test_the_scripts_start_without_pytorch_and_keep_omp_num_threads():
+    """PyTorch is installed here, as in a user's environment after `make test`. Jittor imported it at every start
+    (0.9 s, 180 MB) and tensorboardX did in train.py, and PyTorch's import set OpenMP's thread count over
+    OMP_NUM_THREADS."""
+    result = subprocess.run([sys.executable, "-c", THREADS_OF_THE_SCRIPTS], cwd=REPO, capture_output=True, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[1:3] == ["False", "3"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_under_mpirun_a_rank_runs_as_many_threads_as_it_has_cpus(ranks):
+    """PyTorch's import (tensorboardX's, in train.py) set OpenMP's threads by OpenMPI's binding of the rank to one
+    core, before `backend` gave the rank its share of the CPUs: a training step of `mpirun -np 1` on 2 cores took
+    2.28 s against 1.24 s."""
+    without_a_thread_count = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    result = mpirun(ranks, "-c", THREADS_OF_THE_SCRIPTS, env=without_a_thread_count)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(result.stdout.splitlines())
+    assert len(lines) == ranks
+    for line in lines:
+        _, loaded, threads, cpus = line.split()
+        assert loaded == "False" and threads == cpus, line
+
+
 def test_a_rank_gets_whole_cores_of_one_socket():
     """Linux numbers the cores' first threads before their second ones: on 2 sockets × 2 cores × 2 threads,
     CPUs 0–3 are the first threads (0, 1 on socket 0) and 4–7 their siblings in the same order."""
