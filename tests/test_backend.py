@@ -420,7 +420,8 @@ import train, test_video, evaluate
 threads = ctypes.CDLL("libgomp.so.1").omp_get_max_threads()
 loaded = "torch" in sys.modules
 import torch  # still importable: train.py hides PyTorch from tensorboardX only while importing it
-os.write(1, f"{os.environ.get('OMPI_COMM_WORLD_RANK', 0)} {loaded} {threads} {len(os.sched_getaffinity(0))}\\n".encode())
+rank, cpus = os.environ.get("OMPI_COMM_WORLD_RANK", 0), len(os.sched_getaffinity(0))
+os.write(1, f"{rank} {loaded} {threads} {cpus}\\n".encode())
 """
 
 
