@@ -46,9 +46,9 @@ MIN_FRAME_RATE, MAX_FRAME_RATE, RATE_DENOMINATOR = fractions.Fraction(1, 1000), 
 # What a user can do about an image that is above --max_pixels once resized by the size flags.
 RESIZED_TOO_LARGE = "(--max_pixels raises it; --content_size/--style_size shrink it)"
 # The memory of a pass through the networks on the CPU, from its peak resident size for pictures of 360p to
-# 4096×3072 (docs/history.md, 2026-12-07): 0.3 GB and 0.72-1.7 kB per pixel of a pass (the content's frames, or a
-# style; the least at 1080p). Taken low, as what a pass needs at least.
-PASS_BYTES, PASS_BYTES_PER_PIXEL = 0.3e9, 0.6e3
+# 4096×3072 (docs/history.md, 2026-12-07): 0.3 GB and 0.63-1.1 kB per pixel of a pass (the content's frames, or a
+# style; the least at 1080p with a 512² style). Taken low, as what a pass needs at least.
+PASS_BYTES, PASS_BYTES_PER_PIXEL = 0.3e9, 0.55e3
 
 
 def parse_args(argv=None):

@@ -70,10 +70,11 @@ SQUARES = "sum of squared parameters"
 STOP_SIGNAL = signal.SIGUSR1
 STOP = "stop asked"  # the share of ranks that were asked to stop by this iteration
 START_AFRESH = "to start afresh, give another --save_dir or remove them"
-# The memory of a training step on the CPU, from its peak resident size at batch 1-4 and crops 128-512 on 2 cores
-# (AVX-512 and AVX2 alike, within 2%; docs/history.md, 2026-12-07): 0.57 GB and 20-21 kB per pixel of a rank's
-# batch. Taken a little low, as what a step needs at least: 8 × 256² takes 11.3 GB.
-STEP_BYTES, STEP_BYTES_PER_PIXEL = 0.5e9, 19.5e3
+# The memory of a training step on the CPU, from its peak resident size at batch 1-8 and crops 128-512 on 2 cores
+# (AVX-512 and AVX2 alike, within 2%; docs/history.md, 2026-12-07): 0.58 GB and 19.7 kB per pixel of a rank's
+# batch. Taken low, as what a step needs at least (the points lie up to 0.3 GB below the line): 8 × 256² takes
+# 10.9 GB.
+STEP_BYTES, STEP_BYTES_PER_PIXEL = 0.3e9, 19e3
 
 
 def parse_args(argv=None):

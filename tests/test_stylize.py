@@ -1011,13 +1011,13 @@ def test_a_pass_that_memory_cannot_hold_is_refused_or_made_smaller(stylize, clip
     Image.fromarray(pattern(1, 40, 30)).save(picture)
     code, lines = stylize("--content", picture, "--style", clips["style"], "--content_size", "1000",
                           "--output", tmp_path / "o")
-    assert code == 1 and lines == [f"error: content {picture}: 1333x1000 takes at least 1.1 GB of memory to stylize "
+    assert code == 1 and lines == [f"error: content {picture}: 1333x1000 takes at least 1.0 GB of memory to stylize "
                                    "on the CPU, and this process may use 0.8 GB (--max_pixels raises it; "
                                    "--content_size/--style_size shrink it)"]
     code, lines = stylize("--content", picture, "--style", clips["style"], "--style_size", "1000",
                           "--output", tmp_path / "o")
-    assert code == 1 and lines[0].startswith(f"error: style {clips['style']}: 1333x1000 takes at least 1.1 GB")
-    assert test_video.frames_per_pass(360, 640, 8, "content") == 3  # (0.8 GB − 0.3) / (0.6 kB × 640 × 360) frames
+    assert code == 1 and lines[0].startswith(f"error: style {clips['style']}: 1333x1000 takes at least 1.0 GB")
+    assert test_video.frames_per_pass(360, 640, 8, "content") == 3  # (0.8 GB − 0.3) / (0.55 kB × 640 × 360) frames
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")  # two ranks of mpirun on this node: half each
     with pytest.raises(test_video.InputError, match=r"this process may use 0.4 GB \(1/2 of what this node gives"):
         test_video.frames_per_pass(360, 640, 8, "content")

@@ -392,13 +392,13 @@ def test_a_step_larger_than_the_memory_is_one_line_before_it_starts(tmp_path, we
     monkeypatch.setattr(backend, "memory_limit", lambda: 8e9)
     code, lines = run_main(train, *argv)
     assert code == 1 and lines == ["error: --batch_size 1 --crop_size 1024: a training step on the CPU takes at least "
-                                   "20.9 GB of memory, and this process may use 8.0 GB: lower them (the original's "
+                                   "20.2 GB of memory, and this process may use 8.0 GB: lower them (the original's "
                                    "8 x 256² takes about 11 GB)"]
     assert not os.path.exists(tmp_path / "m")  # refused before anything is written
     monkeypatch.setattr(backend, "memory_limit", lambda: 12e9)
     train.check_that_a_step_fits_in_memory(8, 256)  # the original's fits in 12 GB, but not with another rank
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
-    with pytest.raises(UserError, match=r"takes at least 10.7 GB of memory, and this process may use 6.0 GB \(1/2 of "
+    with pytest.raises(UserError, match=r"takes at least 10.3 GB of memory, and this process may use 6.0 GB \(1/2 of "
                                         r"what this node gives, for its 2 ranks\)"):
         train.check_that_a_step_fits_in_memory(8, 256)
 
