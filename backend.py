@@ -84,6 +84,10 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 SHELL_SAFE_PATH = re.compile(r"[\w@%+=:,./-]+")
 # Links to the Python environments whose paths have other characters, for Jittor to compile from: one each.
 ENVIRONMENT_LINKS = os.path.join(cuda_setup.JITTOR_CACHE, "mccnet_environments")
+# Jittor's error where the GPU's memory is short: its allocator's (mem/allocator/cuda_device_allocator.cc, after it
+# has freed its cache and tried again), or CUDA's, cuDNN's or cuBLAS's where their own allocations fail.
+GPU_MEMORY_SHORT = re.compile(r"Unable to alloc cuda device memory|cudaErrorMemoryAllocation|CUDNN_STATUS_ALLOC_FAILED|"
+                              r"CUBLAS_STATUS_ALLOC_FAILED")
 JITTOR_RECOMPILES = "Jittor's compile flags changed since its last start: it recompiles itself (minutes), then goes on"
 cuda_problem = None  # where CUDA was tried (a GPU, or nvcc_path set) and is not used: why, as a sentence
 
@@ -516,3 +520,16 @@ def use_device(choice):
         print("warning: Jittor has no NCCL here (`make setup` installs it): gradients are averaged through the "
               "host, and every rank uses the first GPU it sees (CUDA_VISIBLE_DEVICES can give each its own)",
               file=sys.stderr)
+
+
+@contextlib.contextmanager
+def gpu_memory_short_as(error):
+    """Within: Jittor's error for a GPU short of memory, a fatal log with the failed operator's source, inputs and
+    backtrace that ended the script in a traceback, is replaced by `error`, which says in one line what to do.
+    (Jittor prints a summary of its memory on stderr before it.)"""
+    try:
+        yield
+    except RuntimeError as jittor_error:
+        if not GPU_MEMORY_SHORT.search(str(jittor_error)):
+            raise
+        raise error from None

@@ -489,10 +489,14 @@ def batched(items, size):
 
 def stylize_pair(content_path, kind, style_paths, out_path, stylizer, args):
     """Stylize one content file with one style group into `out_path`; returns why a video seems damaged, or None."""
-    if kind == "image":
-        stylize_image(content_path, style_paths, out_path, stylizer, args)
-        return None
-    result = stylize_video(content_path, style_paths, out_path, stylizer, args)
+    fewer = ", or --batch_size 1" if kind == "video" else ""
+    too_large = InputError(f"content {content_path}: too large, with its style, for the GPU's memory: use a smaller "
+                           f"--content_size or --style_size{fewer}")
+    with backend.gpu_memory_short_as(too_large):
+        if kind == "image":
+            stylize_image(content_path, style_paths, out_path, stylizer, args)
+            return None
+        result = stylize_video(content_path, style_paths, out_path, stylizer, args)
     print(f"{content_path} -> {out_path}: {result.summary()}", file=sys.stderr)
     if result.problem:
         print(f"WARNING: {content_path} is damaged: {result.frames} frames decoded ({result.problem})",

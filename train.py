@@ -133,7 +133,7 @@ def check_args(args):
 def check_that_a_step_fits_in_memory(batch_size, crop_size):
     """On the CPU, a step larger than the memory this process may use (a --crop_size of 2560 typed for 256) left
     the machine short of memory for a minute before the kernel killed the run without a word: one line instead,
-    before. On a GPU, Jittor's own error says when its memory is short."""
+    before. On a GPU, Jittor's error when its memory is short becomes one line (`main`)."""
     needed = STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2
     available, in_words = backend.memory_of_this_process()
     if needed > available:
@@ -467,13 +467,16 @@ def main(argv=None):
     progress = tqdm(range(start, args.max_iter), initial=start, total=args.max_iter, disable=jt.rank != 0,
                     file=sys.stderr, dynamic_ncols=True)
     stopped = False
+    too_large = UserError(f"--batch_size {args.batch_size} --crop_size {args.crop_size}: a training step does not fit "
+                          "in the GPU's memory: lower them")
     try:
         for iteration, content, style in zip(progress, content_loader, style_loader):
             sampler.raise_failure(content_loader, style_loader)
             optimizer.lr = learning_rate(args.lr, args.lr_decay, iteration)
             noise = noise_for(args.seed, iteration, samples + jt.rank * args.batch_size, content.shape)
-            values = train_step(network, optimizer, content, style, noise, args.content_weight, args.style_weight,
-                                bool(stop_asked))
+            with backend.gpu_memory_short_as(too_large):
+                values = train_step(network, optimizer, content, style, noise, args.content_weight,
+                                    args.style_weight, bool(stop_asked))
             done, samples = iteration + 1, samples + args.batch_size * jt.world_size
             stopped = values.pop(STOP) > 0 and done < args.max_iter  # on every rank alike: see train_step
             check_finite(values, done, args.save_dir)

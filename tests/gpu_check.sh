@@ -1,6 +1,6 @@
 #!/bin/bash
 # The CUDA path checked on a lent GPU machine with no network (steps: setup, parity, bench, mpi,
-# graph, profile; all by default, in that order of importance): Jittor's CUDA build set up by
+# oom, graph, profile; all by default, in that order of importance): Jittor's CUDA build set up by
 # cuda_setup.py alone (no file outside Jittor's cache touched), the parity tests with Jittor
 # on the GPU (the oracle stays on the CPU, in float64) including --half, then the benchmark;
 # `graph` does the three with Jittor's convolutions on cuDNN's graph API (MCCNET_CONV_API=graph,
@@ -8,9 +8,12 @@
 # compiles again); `profile` shows where the time goes (each convolution alone in both frameworks,
 # Jittor's time by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag,
 # with PyTorch on cuDNN's legacy API, and with Jittor on the graph API; `mpi` (where OpenMPI is
-# installed) averages on the GPU under mpirun through pip's NCCL (PyTorch's, already there).
+# installed) averages on the GPU under mpirun through pip's NCCL (PyTorch's, already there); `oom`
+# runs the scripts on a GPU whose memory another process holds but for 3 GB: a 4K picture then a
+# small one (expected: the first skipped in one line, the second made), and a training step too
+# large (expected: one line), Jittor's real error where the tests fake it (JITTOR_GPU_MEMORY_ERROR).
 # A lent machine goes back after ~30 s idle and the next call starts bare, compiling Jittor again:
-# run `setup parity bench mpi`, then `graph`, then `profile` as device time allows, in `run` calls
+# run `setup parity bench mpi oom`, then `graph`, then `profile` as device time allows, in `run` calls
 # back to back (timeout_s 600 each). The log ($OUT/gpu_check.log) is written as it goes, so a call
 # cut short still returns what finished.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
@@ -49,7 +52,7 @@ if backend.cuda_problem and environment:  # the build was tried and failed: its 
 sys.exit(backend.cuda_problem or (None if jittor.has_cuda else "Jittor did not even try its CUDA build here"))
 PY
 }
-for step in ${*:-setup parity bench mpi graph profile}; do
+for step in ${*:-setup parity bench mpi oom graph profile}; do
     case $step in
     setup)
         nvidia-smi -L; command -v nvcc g++; nvcc --version | tail -1
@@ -81,6 +84,32 @@ print("rank", jt.rank, "of", jt.world_size, "sum", total, "NCCL", jt.compile_ext
         done
         echo "without NCCL (use_nccl=0): MPI through the host, and the warning"
         use_mpi=1 use_nccl=0 timeout 300 mpirun --allow-run-as-root -np 1 python3 -c "$code" ;;
+    oom)
+        echo "a GPU short of memory: another process holds all of it but 3 GB"
+        rm -rf /tmp/oom && mkdir -p /tmp/oom
+        timeout 300 python3 -c 'import time, torch
+hold = torch.empty(torch.cuda.mem_get_info()[0] - 3 * 2 ** 30, dtype=torch.uint8, device="cuda")
+open("/tmp/oom/holding", "w").close()
+time.sleep(280)' &
+        holder=$!
+        python3 -c 'import sys; sys.path[:0] = ["tests"]
+import torch, torch_mccnet
+from PIL import Image
+for module, name in zip(torch_mccnet.seeded_weights(), ("vgg", "decoder", "mcc")):
+    torch.save(module.state_dict(), f"/tmp/oom/{name}.pth")
+Image.open("input/content/coffee.jpg").convert("RGB").resize((3840, 2160)).save("/tmp/oom/large.png")
+Image.open("input/content/coffee.jpg").convert("RGB").resize((256, 256)).save("/tmp/oom/small.png")'
+        for _ in $(seq 60); do [ -e /tmp/oom/holding ] && break; sleep 1; done
+        [ -e /tmp/oom/holding ] || { echo "PyTorch could not take the GPU's memory: step skipped"; continue; }
+        timeout 200 python3 test_video.py --use_cuda 1 --content /tmp/oom/large.png,/tmp/oom/small.png \
+            --style input/style/strokes.jpg --content_size 0 --output /tmp/oom/out --vgg /tmp/oom/vgg.pth \
+            --decoder /tmp/oom/decoder.pth --transform /tmp/oom/mcc.pth
+        echo "test_video.py exit $? (expected 1); made: $(ls /tmp/oom/out)"
+        timeout 200 python3 train.py --use_cuda 1 --content_dir input/content --style_dir input/style \
+            --vgg /tmp/oom/vgg.pth --batch_size 32 --crop_size 256 --max_iter 1 --n_threads 1 \
+            --save_dir /tmp/oom/m --log_dir /tmp/oom/l
+        echo "train.py exit $? (expected 1)"
+        kill $holder ;;
     graph)
         echo "cuDNN's graph API for Jittor's convolutions: set-up (compiles), parity, speed"
         MCCNET_CONV_API=graph probe || exit 1
@@ -108,6 +137,6 @@ print("rank", jt.rank, "of", jt.world_size, "sum", total, "NCCL", jt.compile_ext
         CUDNN_LOGLEVEL_DBG=3 CUDNN_LOGDEST_DBG=$api_log timeout 300 python3 bench.py --device cuda --profile \
             --repeat 1 > /dev/null
         grep -o "val=CUDNN_CONVOLUTION_FWD_ALGO_[A-Z_]*\|val=CUDNN_[A-Z_]*_MATH" "$api_log" | sort | uniq -c ;;
-    *) echo "unknown step $step (setup, parity, bench, mpi, graph, profile)"; exit 1 ;;
+    *) echo "unknown step $step (setup, parity, bench, mpi, oom, graph, profile)"; exit 1 ;;
     esac
 done

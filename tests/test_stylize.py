@@ -21,13 +21,14 @@ from PIL import Image, PngImagePlugin, WebPImagePlugin
 
 import backend
 import cli
+import net
 import test_video
 import torch_mccnet
 import transformer
 import video
 import weights
 from clips import combing, make_clip, make_interlaced_clip, pattern, remuxed, retagged, shifted
-from conftest import REPO, mpirun, needs_mpi, peak_memory_of_script, run_script
+from conftest import JITTOR_GPU_MEMORY_ERROR, REPO, mpirun, needs_mpi, peak_memory_of_script, run_script
 
 
 BT709 = (1, 1, 1)  # FFmpeg's numbers for its colour matrix, primaries and transfer: what HD cameras tag
@@ -1033,6 +1034,43 @@ def test_the_memory_estimate_is_at_most_what_a_stylization_takes(clips, weight_f
             "--output", tmp_path / "o", "--vgg_path", vgg, "--decoder_path", decoder, "--transform_path", mcc]
     peak = peak_memory_of_script("test_video.py", *argv)
     assert test_video.PASS_BYTES + test_video.PASS_BYTES_PER_PIXEL * 1920 * 1080 <= peak < 4e9, peak
+
+
+def test_an_input_too_large_for_the_gpus_memory_costs_its_own_output_in_one_line(stylize, clips, tmp_path,
+                                                                                  monkeypatch):
+    """Jittor's error where the GPU's memory is short (a fatal log of the failed operator, `JITTOR_GPU_MEMORY_ERROR`)
+    ended the run in a traceback. Here a pass above 3000 pixels meets it; a smaller input is still stylized."""
+    stylize_on_a_small_gpu = net.stylize
+
+    def stylize_within_3000_pixels(encoder, decoder, mcc_module, content, *rest):
+        if content.shape[2] * content.shape[3] > 3000:
+            raise RuntimeError(JITTOR_GPU_MEMORY_ERROR)
+        return stylize_on_a_small_gpu(encoder, decoder, mcc_module, content, *rest)
+
+    monkeypatch.setattr(net, "stylize", stylize_within_3000_pixels)
+    large, small = tmp_path / "large.png", tmp_path / "small.png"
+    Image.fromarray(pattern(1, 80, 60)).save(large)
+    Image.fromarray(pattern(2, 40, 30)).save(small)
+    out = tmp_path / "out"
+    code, lines = stylize("--content", f"{large},{small}", "--style", clips["style"], "--content_size", "0",
+                          "--output", out)
+    too_large = (f"content {large}: too large, with its style, for the GPU's memory: use a smaller --content_size "
+                 "or --style_size")
+    assert code == 1 and lines == [f"skipping {out / 'large_stylized_style.jpg'}: {too_large}",
+                                   f"{small} -> {out / 'small_stylized_style.jpg'}",
+                                   f"error: 1 of 2 output(s) not made: {out / 'large_stylized_style.jpg'}"]
+    assert sorted(os.listdir(out)) == ["small_stylized_style.jpg"]
+    video_ = clips["paths"]["main"]
+    code, lines = stylize("--content", video_, "--style", clips["style"], "--output", out)
+    assert code == 1 and lines == [f"error: content {video_}: too large, with its style, for the GPU's memory: use a "
+                                   "smaller --content_size or --style_size, or --batch_size 1"]
+    assert sorted(os.listdir(out)) == ["small_stylized_style.jpg"]  # no unfinished video left
+
+
+def test_other_errors_of_jittor_are_not_taken_for_a_gpu_short_of_memory():
+    with pytest.raises(RuntimeError, match="Execute fused operator"):
+        with backend.gpu_memory_short_as(cli.UserError("short of memory")):
+            raise RuntimeError(JITTOR_GPU_MEMORY_ERROR.replace("Unable to alloc cuda device memory", "Check failed"))
 
 
 def test_a_frame_beyond_jittors_pooling_is_one_line(stylize, clips, big_picture, tmp_path):

@@ -27,7 +27,7 @@ import train
 import transformer
 import weights
 from cli import UserError
-from conftest import REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi, peak_memory_of_script, run_script
+from conftest import JITTOR_GPU_MEMORY_ERROR, REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi, peak_memory_of_script, run_script
 
 
 def write_images(folder, names, size=(40, 30), seed=0):
@@ -383,6 +383,21 @@ def test_bad_input_is_one_clear_line(tmp_path, weight_files, case, run_main):
     errors = [line for line in lines if not line.startswith("warning: skipping unreadable image")]
     assert code == 1
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], lines
+
+
+def test_a_step_too_large_for_the_gpus_memory_is_one_line(tmp_path, weight_files, monkeypatch, run_main):
+    """Jittor's error where the GPU's memory is short (`JITTOR_GPU_MEMORY_ERROR`) ended the run in a traceback."""
+    def step_on_a_small_gpu(*args, **kwargs):
+        raise RuntimeError(JITTOR_GPU_MEMORY_ERROR)
+
+    monkeypatch.setattr(train, "train_step", step_on_a_small_gpu)
+    data = tmp_path / "data"
+    write_images(data, ["a.jpg", "b.jpg"])
+    code, lines = run_main(train, *train_argv(weight_files, data, tmp_path / "m", tmp_path / "l", "--batch_size", "2",
+                                              "--max_iter", "4"))
+    assert code == 1 and lines[-1] == ("error: --batch_size 2 --crop_size 32: a training step does not fit in the "
+                                       "GPU's memory: lower them")
+    assert [line for line in lines if "Traceback" in line or "Execute fused operator" in line] == []
 
 
 def test_a_step_larger_than_the_memory_is_one_line_before_it_starts(tmp_path, weight_files, monkeypatch, run_main):
