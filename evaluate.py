@@ -443,9 +443,12 @@ def main(argv=None):
     n_frames, width, height = check_videos(args)
     writable_folder(args.output, "output")
     encoder = Encoder(args.vgg_path)
-    style_stats = style_targets(args.style, encoder, height, args.max_pixels) if args.style else None
-    tracks, pictures = measure(args, n_frames, (width, height), encoder, style_stats,
-                               picture_indices(n_frames, args.strip_frames))
+    too_large = UserError(f"{width}x{height} frames, or the style at their height, through the VGG do not fit in the "
+                          "GPU's memory: evaluate on the CPU (--use_cuda 0)")
+    with backend.gpu_memory_short_as(too_large):
+        style_stats = style_targets(args.style, encoder, height, args.max_pixels) if args.style else None
+        tracks, pictures = measure(args, n_frames, (width, height), encoder, style_stats,
+                                   picture_indices(n_frames, args.strip_frames))
     data = report(args, tracks, n_frames, (width, height))
     written = write_report(args.output, data, tracks, pictures)
     print(table(data))

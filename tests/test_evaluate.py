@@ -15,7 +15,7 @@ import cli
 from cli import UserError
 import test_video
 import video
-from conftest import run_script
+from conftest import JITTOR_GPU_MEMORY_ERROR, run_script
 
 SHIFT = (2, 1)  # the synthetic camera pan, pixels per frame (dx, dy)
 
@@ -309,3 +309,15 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(stylized_clip, tmp_path):
 def test_flag_mistakes_are_one_line_and_exit_1(stylized_clip, tmp_path, run_main, extra, message):
     code, lines = run_main(evaluate, *evaluate_args(stylized_clip, tmp_path / "out"), *extra)
     assert code == 1 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_frames_too_large_for_the_gpus_memory_are_one_line(stylized_clip, tmp_path, run_main, monkeypatch):
+    """Jittor's error where the GPU's memory is short (`JITTOR_GPU_MEMORY_ERROR`) ended the run in a traceback."""
+    def encode_on_a_small_gpu(*args):
+        raise RuntimeError(JITTOR_GPU_MEMORY_ERROR)
+
+    monkeypatch.setattr(evaluate.net, "encode", encode_on_a_small_gpu)
+    code, lines = run_main(evaluate, *evaluate_args(stylized_clip, tmp_path / "out"))
+    assert code == 1 and lines == ["error: 64x48 frames, or the style at their height, through the VGG do not fit in "
+                                   "the GPU's memory: evaluate on the CPU (--use_cuda 0)"]
+    assert os.listdir(tmp_path / "out") == []  # no report
