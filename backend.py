@@ -199,10 +199,11 @@ def keep_compile_workers_out_of_terminal_signals():
 def leave_pytorch_out():
     """Keep Jittor from importing PyTorch at its start, where PyTorch is installed (as after `make test`).
 
-    Jittor does that outside mpirun, against a clash of their libraries long fixed (`FIX_TORCH_ERROR` in its
-    compile_extern.py); no script here uses PyTorch. It cost every start 0.9 s and 180 MB, and PyTorch's import
-    sets OpenMP's thread count, over OMP_NUM_THREADS (docs/history.md, 2026-12-07). A process that wants
-    PyTorch imports it itself (the tests, bench.py)."""
+    Jittor does that outside mpirun (`FIX_TORCH_ERROR` in its compile_extern.py), against a clash of the two
+    that PyTorch 1.3 had when imported second; PyTorch 2.13 imported after Jittor runs (bench.py). No script here
+    uses PyTorch. It cost every start 0.9 s and 180 MB, and PyTorch's import sets OpenMP's thread count, over
+    OMP_NUM_THREADS (docs/history.md, 2026-12-07). A process that wants PyTorch imports it itself (the tests,
+    bench.py)."""
     os.environ.setdefault("FIX_TORCH_ERROR", "0")
 
 
