@@ -9,8 +9,8 @@
 # Jittor's time by kind of op) with TF32 allowed, without it, with Jittor's use_tensorcore flag,
 # with PyTorch on cuDNN's legacy API, and with Jittor on the graph API; `mpi` (where OpenMPI is
 # installed) averages on the GPU under mpirun through pip's NCCL (PyTorch's, already there); `oom`
-# runs the scripts on a GPU whose memory another process holds but for 3 GB: a 4K picture then a
-# small one (expected: the first skipped in one line, the second made), and a training step too
+# runs the scripts on a GPU whose memory another process holds but for 5 GB: a 4096×3072 picture
+# then a small one (expected: the first skipped in one line, the second made), and a training step too
 # large (expected: one line), Jittor's real error where the tests fake it (JITTOR_GPU_MEMORY_ERROR).
 # A lent machine goes back after ~30 s idle and the next call starts bare, compiling Jittor again:
 # run `setup parity bench mpi oom`, then `graph`, then `profile` as device time allows, in `run` calls
@@ -85,10 +85,10 @@ print("rank", jt.rank, "of", jt.world_size, "sum", total, "NCCL", jt.compile_ext
         echo "without NCCL (use_nccl=0): MPI through the host, and the warning"
         use_mpi=1 use_nccl=0 timeout 300 mpirun --allow-run-as-root -np 1 python3 -c "$code" ;;
     oom)
-        echo "a GPU short of memory: another process holds all of it but 3 GB"
+        echo "a GPU short of memory: another process holds all of it but 5 GB"
         rm -rf /tmp/oom && mkdir -p /tmp/oom
         timeout 300 python3 -c 'import time, torch
-hold = torch.empty(torch.cuda.mem_get_info()[0] - 3 * 2 ** 30, dtype=torch.uint8, device="cuda")
+hold = torch.empty(torch.cuda.mem_get_info()[0] - 5 * 2 ** 30, dtype=torch.uint8, device="cuda")
 open("/tmp/oom/holding", "w").close()
 time.sleep(280)' &
         holder=$!
@@ -97,7 +97,7 @@ import torch, torch_mccnet
 from PIL import Image
 for module, name in zip(torch_mccnet.seeded_weights(), ("vgg", "decoder", "mcc")):
     torch.save(module.state_dict(), f"/tmp/oom/{name}.pth")
-Image.open("input/content/coffee.jpg").convert("RGB").resize((3840, 2160)).save("/tmp/oom/large.png")
+Image.open("input/content/coffee.jpg").convert("RGB").resize((4096, 3072)).save("/tmp/oom/large.png")
 Image.open("input/content/coffee.jpg").convert("RGB").resize((256, 256)).save("/tmp/oom/small.png")'
         for _ in $(seq 60); do [ -e /tmp/oom/holding ] && break; sleep 1; done
         [ -e /tmp/oom/holding ] || { echo "PyTorch could not take the GPU's memory: step skipped"; continue; }
