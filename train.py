@@ -13,7 +13,8 @@ experiments/), one set per --save_model_interval and at the end:
 Every file is written atomically and the state file last, so a run killed at any moment
 leaves the previous checkpoint whole; --resume takes the newest intact one (--resume auto: or
 none, starting afresh, where there is none). A run without --resume refuses a --save_dir that
-holds checkpoints: it would overwrite them.
+holds checkpoints: it would overwrite them. Logs, in --log_dir: losses.csv, TensorBoard events
+and sample grids; a fresh run moves another run's logs there into a folder of their own.
 
 Under `mpirun -np N` each rank trains on its own --batch_size images of every global batch
 and Jittor averages the gradients: an update equals one process's with a batch of
@@ -343,9 +344,13 @@ class TrainingLog:
     HEADER = ("iteration", "lr") + LOSS_NAMES + ("total",)
 
     def __init__(self, folder, start):
-        """A fresh run starts a new losses.csv; a resumed one keeps the rows up to its checkpoint."""
+        """A fresh run starts a new losses.csv (`move_an_earlier_run_aside`); a resumed one keeps the rows up to its
+        checkpoint."""
         self.folder = folder
         path = os.path.join(folder, "losses.csv")
+        if start == 0:
+            with self.reporting_write_errors():
+                self.move_an_earlier_run_aside()
         kept = io.StringIO()
         csv.writer(kept).writerow(self.HEADER)
         if start > 0 and os.path.isfile(path):
@@ -358,6 +363,24 @@ class TrainingLog:
             self.events = RecordWriter(os.path.join(folder, f"events.out.tfevents.{int(time.time())}."
                                                             f"{socket.gethostname()}"))
             self.write_event(Event(wall_time=time.time(), file_version="brain.Event:2"))  # what readers expect first
+
+    def move_an_earlier_run_aside(self):
+        """Where another run logged iterations here, move its logs (losses.csv, sample grids, TensorBoard events) into
+        a folder of their own, named by the time of its last row: this run would overwrite them, or in TensorBoard
+        mix its curves with them (TensorBoard shows each folder as a run)."""
+        losses = os.path.join(self.folder, "losses.csv")
+        if not os.path.isfile(losses):
+            return
+        with open(losses) as f:
+            if not f.readline() or not f.readline():  # a header at most: nothing logged
+                return
+        last_row = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(losses)))
+        aside = os.path.join(self.folder, f"earlier_{last_row}")
+        os.makedirs(aside, exist_ok=True)
+        for pattern in ("losses.csv", "sample_iter_*.png", "events.out.tfevents.*"):
+            for path in glob.glob(os.path.join(glob.escape(self.folder), pattern)):
+                os.replace(path, os.path.join(aside, os.path.basename(path)))
+        print(f"--log_dir {self.folder} held the logs of an earlier run: moved to {aside}", file=sys.stderr)
 
     @contextlib.contextmanager
     def reporting_write_errors(self):

@@ -444,6 +444,26 @@ def test_help_shows_what_a_run_does_without_each_flag(script, shown, capsys):
     assert "(default: None)" not in text and "(default: False)" not in text
 
 
+def test_a_fresh_run_moves_an_earlier_runs_logs_aside(trained, weight_files, tmp_path, run_main):
+    """With another --save_dir and the same --log_dir, a fresh run overwrote the earlier run's losses.csv and sample
+    grids, and mixed the two runs' curves in TensorBoard."""
+    logs = tmp_path / "logs"
+    shutil.copytree(trained["straight"] / "logs", logs)
+    earlier = {name: (logs / name).read_bytes() for name in os.listdir(logs)}
+    argv = train_argv(weight_files, trained["data"], tmp_path / "models", logs, "--batch_size", "1", "--max_iter", "2")
+    code, lines = run_main(train, *argv)
+    aside = [name for name in os.listdir(logs) if name.startswith("earlier_")]
+    assert code == 0 and len(aside) == 1 and lines == [f"--log_dir {logs} held the logs of an earlier run: moved to "
+                                                       f"{logs / aside[0]}"]
+    assert {name: (logs / aside[0] / name).read_bytes() for name in os.listdir(logs / aside[0])} == earlier
+    assert len((logs / "losses.csv").read_text().splitlines()) == 3  # the header and this run's 2 iterations
+    assert sorted(name for name in os.listdir(logs) if name.endswith(".png")) == ["sample_iter_2.png"]
+    code, lines = run_main(train, *argv[:-2], "--max_iter", "4", "--resume")  # a resumed run moves nothing
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("resuming from"), lines
+    assert len([name for name in os.listdir(logs) if name.startswith("earlier_")]) == 1
+    assert len((logs / "losses.csv").read_text().splitlines()) == 5
+
+
 def test_a_fresh_run_refuses_a_save_dir_with_an_earlier_runs_checkpoints(trained, weight_files, tmp_path, run_main):
     """A forgotten --resume: the fresh run would start losses.csv anew and overwrite the earlier run's checkpoints
     one by one as it reached their iterations."""
