@@ -1037,7 +1037,7 @@ def test_the_memory_estimate_is_at_most_what_a_stylization_takes(clips, weight_f
 
 
 def test_an_input_too_large_for_the_gpus_memory_costs_its_own_output_in_one_line(stylize, clips, tmp_path,
-                                                                                  monkeypatch):
+                                                                                 monkeypatch):
     """Jittor's error where the GPU's memory is short (a fatal log of the failed operator, `JITTOR_GPU_MEMORY_ERROR`)
     ended the run in a traceback. Here a pass above 3000 pixels meets it; a smaller input is still stylized."""
     stylize_on_a_small_gpu = net.stylize

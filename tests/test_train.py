@@ -27,7 +27,8 @@ import train
 import transformer
 import weights
 from cli import UserError
-from conftest import JITTOR_GPU_MEMORY_ERROR, REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi, peak_memory_of_script, run_script
+from conftest import (JITTOR_GPU_MEMORY_ERROR, REPO, load_jittor_models, mpirun, mpirun_each, needs_mpi,
+                      peak_memory_of_script, run_script)
 
 
 def write_images(folder, names, size=(40, 30), seed=0):
