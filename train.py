@@ -76,6 +76,15 @@ START_AFRESH = "to start afresh, give another --save_dir or remove them"
 # batch. Taken low, as what a step needs at least (the points lie up to 0.3 GB below the line): 8 × 256² takes
 # 10.9 GB.
 STEP_BYTES, STEP_BYTES_PER_PIXEL = 0.3e9, 19e3
+MOST_DATA_WORKERS = 16  # the original's --n_threads, the default's upper bound (`data_workers_by_default`)
+
+
+def data_workers_by_default():
+    """The CPUs this process may use (under mpirun, its rank's share: `backend.share_the_cpus_among_the_ranks`), at
+    most the original's 16. More workers decode no faster, and each takes about 90 MB of its own: on 2 cores the
+    original's 16 per loader took 2.9 GB more than 2 did, and 10 s more to start, for the same step time
+    (docs/history.md, 2026-12-07)."""
+    return min(MOST_DATA_WORKERS, len(os.sched_getaffinity(0)))
 
 
 def parse_args(argv=None):
@@ -99,8 +108,9 @@ def parse_args(argv=None):
                         help="weight of the style loss")
     parser.add_argument("--content_weight", type=float, default=net.LOSS_WEIGHTS["content"],
                         help="weight of the content loss")
-    parser.add_argument("--n_threads", type=int, default=16,
-                        help="image-decoding worker processes per loader; 0 decodes in the main process")
+    parser.add_argument("--n_threads", type=int, default=data_workers_by_default(),
+                        help="image-decoding worker processes per loader (content, style); 0 decodes in the main "
+                             f"process; default: the CPUs this process may use, at most {MOST_DATA_WORKERS}")
     parser.add_argument("--save_model_interval", type=int, default=10000, help="iterations between checkpoints")
     parser.add_argument("--log_interval", type=int, default=10, help="iterations between TensorBoard scalars")
     parser.add_argument("--sample_interval", type=int, default=1000,

@@ -445,6 +445,13 @@ def test_help_shows_what_a_run_does_without_each_flag(script, shown, capsys):
     assert "(default: None)" not in text and "(default: False)" not in text
 
 
+@pytest.mark.parametrize("cpus, workers", [(1, 1), (2, 2), (12, 12), (64, 16)])
+def test_data_workers_default_to_the_processs_cpus_at_most_the_originals_16(cpus, workers, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert train.parse_args(["--content_dir", "c", "--style_dir", "s"]).n_threads == workers
+    assert train.parse_args(["--content_dir", "c", "--style_dir", "s", "--n_threads", "3"]).n_threads == 3
+
+
 def test_a_fresh_run_moves_an_earlier_runs_logs_aside(trained, weight_files, tmp_path, run_main):
     """With another --save_dir and the same --log_dir, a fresh run overwrote the earlier run's losses.csv and sample
     grids, and mixed the two runs' curves in TensorBoard."""
