@@ -31,7 +31,8 @@ report; the means are over the frames computed.
 
 Writes to --output: report.json (every figure, per video and per frame), strip.png (input
 and stylized frames), heatmaps.png (|I_t − I_{t−1}| beside |S_t − S_{t−1}|) and
-temporal_error.png (warping error per frame), and prints a table.
+temporal_error.png (warping error per frame), and prints a table. It runs as one process (under `mpirun` with
+several ranks it says so and stops).
 """
 import contextlib
 import io
@@ -437,8 +438,17 @@ def write_report(folder, data, tracks, pictures):
     return [os.path.join(folder, name) for name in files]
 
 
+def check_one_process():
+    """evaluate.py is one process's work: under `mpirun -np N` each rank would evaluate every video, writing the same
+    report and printing the same table N times, no sooner than one process."""
+    if jt.in_mpi and jt.world_size > 1:
+        raise UserError(f"evaluate.py runs as one process, and mpirun started {jt.world_size}, each of which would "
+                        "evaluate every video: run it without mpirun")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_one_process()
     backend.use_device(args.use_cuda)
     n_frames, width, height = check_videos(args)
     writable_folder(args.output, "output")
@@ -459,4 +469,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, coupled_ranks=True)  # under mpirun, the ranks' error of `check_one_process` is reported once

@@ -15,7 +15,7 @@ import cli
 from cli import UserError
 import test_video
 import video
-from conftest import JITTOR_GPU_MEMORY_ERROR, run_script
+from conftest import JITTOR_GPU_MEMORY_ERROR, mpirun, needs_mpi, run_script
 
 SHIFT = (2, 1)  # the synthetic camera pan, pixels per frame (dx, dy)
 
@@ -299,6 +299,16 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(stylized_clip, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Compiling" not in line]
     assert result.returncode == 1
     assert len(lines) == 1 and lines[0].startswith("error: ") and "download_weights.py" in lines[0], result.stderr
+
+
+@needs_mpi
+def test_under_mpirun_with_several_ranks_one_line_says_to_run_it_alone(stylized_clip, tmp_path):
+    result = mpirun(2, "evaluate.py", *evaluate_args(stylized_clip, tmp_path / "out"), timeout=120)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if "error:" in line] == [
+        "error: evaluate.py runs as one process, and mpirun started 2, each of which would evaluate every video: "
+        "run it without mpirun"], result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("extra,message", [
