@@ -81,8 +81,8 @@ MOST_DATA_WORKERS = 16  # the original's --n_threads, the default's upper bound 
 
 def data_workers_by_default():
     """The CPUs this process may use (under mpirun, its rank's share: `backend.share_the_cpus_among_the_ranks`), at
-    most the original's 16. More workers than CPUs decode no faster, and each takes about 90 MB of its own: on 2 cores the
-    original's 16 per loader took 2.9 GB more than 2 did, and 10 s more to start, for the same step time
+    most the original's 16. More workers than CPUs decode no faster, and each takes about 90 MB of its own: on 2
+    cores the original's 16 per loader took 2.9 GB more than 2 did, and 10 s more to start, for the same step time
     (docs/history.md, 2026-12-07)."""
     return min(MOST_DATA_WORKERS, len(os.sched_getaffinity(0)))
 
