@@ -520,7 +520,10 @@ def wait_for_iterations(job, losses, count, timeout):
     """Until losses.csv holds `count` iterations: the run is training."""
     deadline = time.time() + timeout
     while not (losses.exists() and len(losses.read_text().splitlines()) > count):
-        assert time.time() < deadline and job.poll() is None, f"not {count} iterations within {timeout} s"
+        if job.poll() is not None:
+            pytest.fail(f"the run ended (status {job.returncode}) before {count} iterations; its stderr ends: "
+                        f"{job.stderr.read()[-3000:]}")
+        assert time.time() < deadline, f"not {count} iterations within {timeout} s"
         time.sleep(0.1)
 
 
