@@ -45,7 +45,9 @@ class HelpWithDefaults(argparse.HelpFormatter):
     without the flag (--lr, --max_iter …) is the first thing a researcher looks up."""
 
     def _get_help_string(self, action):
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS) or "default" in action.help:
+        # `is`, not `in`: 0 == False, and --seed's default 0 is worth showing.
+        if (not action.option_strings or any(action.default is none for none in (None, False, argparse.SUPPRESS))
+                or "default" in action.help):
             return action.help
         return f"{action.help} (default: %(default)s)"
 

@@ -433,7 +433,7 @@ def test_the_memory_estimate_is_at_most_what_a_step_takes(tmp_path, weight_files
 @pytest.mark.parametrize("script, shown", [
     (train, ["--lr LR initial learning rate (default: 0.0001)", "iterations in all (default: 160000)",
              "(per rank under MPI) (default: 8)", "iterations between checkpoints (default: 10000)",
-             "(default: experiments/vgg_normalised.pth)"]),
+             "(default: experiments/vgg_normalised.pth)", "runs are reproducible (default: 0)"]),
     (test_video, ["folder for the results (default: output)", "(default: experiments/decoder_iter_160000.pth)",
                   "reconstructs the content (default: 1.0)"])])
 def test_help_shows_what_a_run_does_without_each_flag(script, shown, capsys):
