@@ -107,8 +107,9 @@ def cuda_build_problem(environment, gpus):
     for verdict in kept_verdicts():
         if verdict["key"] == key:
             return verdict["problem"]
-    print("Checking that Jittor's CUDA build works here (the first time it compiles: minutes)...",
-          file=sys.stderr, flush=True)
+    if first_rank_of_its_node():
+        print("Checking that Jittor's CUDA build works here (the first time it compiles: minutes)...",
+              file=sys.stderr, flush=True)
     child = dict(probe_environment(), **environment)
     for _ in range(3):  # after a change of flags Jittor rebuilds its compiler, exits 0 and wants another run
         try:
@@ -448,7 +449,18 @@ def prepare_environment():
         os.environ["nvcc_path"] = ""
         os.environ.setdefault("cache_name", "cpu")
     keep_compile_workers_out_of_terminal_signals()
-    if jittor_cache_is_cold():
+    say_that_jittor_compiles_itself()
+
+
+def first_rank_of_its_node():
+    """False in the mpirun ranks but the first of each node, which say alone what the node's ranks do at once (start
+    on the same cold cache, check the same CUDA build): the line came once per rank."""
+    return os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0") == "0"
+
+
+def say_that_jittor_compiles_itself():
+    """One line before a first start's minutes of silence."""
+    if first_rank_of_its_node() and jittor_cache_is_cold():
         print("Jittor is compiling itself for this machine (first run only, about 3 minutes on 2 cores)...",
               file=sys.stderr, flush=True)
 

@@ -367,18 +367,23 @@ def test_graph_api_convolutions_choose_and_keep_plans_as_intended(tmp_path):
 def test_under_mpirun_the_cuda_check_stays_out_of_the_mpi_job(tmp_path):
     """Each rank checks Jittor's CUDA build in a child process before it imports Jittor (which starts
     MPI). A child with mpirun's variables took its rank's place in the job, and the rank's own start
-    of MPI then failed ("ompi_rte_init failed"): the child gets none of them."""
+    of MPI then failed ("ompi_rte_init failed"): the child gets none of them. Both ranks check; the first alone
+    says so."""
     verdict = None
     if os.path.exists(backend.PROBE_VERDICT):  # this machine's own, put back afterwards
         with open(backend.PROBE_VERDICT) as f:
             verdict = f.read()
+        os.unlink(backend.PROBE_VERDICT)  # a verdict kept from an earlier run would spare the check
     env = {k: v for k, v in os.environ.items() if k != "nvcc_path"}  # as a user's: backend chooses
     try:
         result = mpirun(2, os.path.join(REPO, "tests", "mpi_probe.py"), tmp_path, env=env)
     finally:
-        if verdict is not None:
+        if verdict is None:
+            os.unlink(backend.PROBE_VERDICT)
+        else:
             write(backend.PROBE_VERDICT, verdict)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("Checking that Jittor's CUDA build works here") == 1, result.stderr[-3000:]
     for rank in (0, 1):
         report = (tmp_path / f"rank{rank}.txt").read_text()
         assert report == (f"rank {rank} of 2: sum 3.0; CUDA: Jittor's CUDA build does not work here (AssertionError: "
@@ -698,6 +703,19 @@ def test_several_processes_that_jittor_does_not_join_are_told_so(launch, lines):
     result = run_script("train.py", "--help", env=dict(os.environ, **launch))
     assert result.returncode == 0 and result.stdout.startswith("usage: train.py"), result.stderr[-2000:]
     assert result.stderr.splitlines() == lines
+
+
+@pytest.mark.parametrize("local_rank, says", [(None, True), ("0", True), ("1", False)])
+def test_a_cold_start_is_announced_once_per_node(monkeypatch, capsys, local_rank, says):
+    """Under mpirun every rank of a node starts at once on the same empty cache: the line came once per rank."""
+    monkeypatch.setattr(backend, "jittor_cache_is_cold", lambda: True)
+    if local_rank is None:
+        monkeypatch.delenv("OMPI_COMM_WORLD_LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", local_rank)
+    backend.say_that_jittor_compiles_itself()
+    announced = "Jittor is compiling itself for this machine (first run only, about 3 minutes on 2 cores)...\n"
+    assert capsys.readouterr().err == (announced if says else "")
 
 
 @needs_mpi
