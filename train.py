@@ -76,12 +76,15 @@ START_AFRESH = "to start afresh, give another --save_dir or remove them"
 # batch. Taken low, as what a step needs at least (the points lie up to 0.3 GB below the line): 8 × 256² takes
 # 10.9 GB.
 STEP_BYTES, STEP_BYTES_PER_PIXEL = 0.3e9, 19e3
+# The memory that each data worker adds, at least: a run at 8 × 256² (640×480 JPEGs) peaked in its control group at
+# 0.61 GB more with 2 workers than with none, 2.05 GB more with 16 (docs/history.md, 2026-12-07).
+DATA_WORKER_BYTES = 0.1e9
 MOST_DATA_WORKERS = 16  # the original's --n_threads, the default's upper bound (`data_workers_by_default`)
 
 
 def data_workers_by_default():
     """The CPUs this process may use (under mpirun, its rank's share: `backend.share_the_cpus_among_the_ranks`), at
-    most the original's 16. More workers than CPUs decode no faster, and each takes about 90 MB of its own: on 2
+    most the original's 16. More workers than CPUs decode no faster, and each takes 0.1 GB or more: on 2
     cores the original's 16 per loader took 2.9 GB more than 2 did, and 10 s more to start, for the same step time
     (docs/history.md, 2026-12-07)."""
     return min(MOST_DATA_WORKERS, len(os.sched_getaffinity(0)))
@@ -141,16 +144,21 @@ def check_args(args):
             raise UserError(f"--{flag} {getattr(args, flag)}: must be a number, not negative")
 
 
-def check_that_a_step_fits_in_memory(batch_size, crop_size):
+def check_that_a_step_fits_in_memory(batch_size, crop_size, n_threads):
     """On the CPU, a step larger than the memory this process may use (a --crop_size of 2560 typed for 256) left
     the machine short of memory for a minute before the kernel killed the run without a word: one line instead,
-    before. On a GPU, Jittor's error when its memory is short becomes one line (`main`)."""
-    needed = STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2
+    before. The data workers, `n_threads` for each image stream, count too: a fork's own memory is the process's
+    in a container's or a Slurm job's limit. On a GPU, Jittor's error when its memory is short becomes one line
+    (`main`)."""
+    workers = 2 * n_threads
+    needed = STEP_BYTES + STEP_BYTES_PER_PIXEL * batch_size * crop_size ** 2 + DATA_WORKER_BYTES * workers
     available, in_words = backend.memory_of_this_process()
     if needed > available:
-        raise UserError(f"--batch_size {batch_size} --crop_size {crop_size}: a training step on the CPU takes at "
-                        f"least {needed / 1e9:.1f} GB of memory, and this process may use {in_words}: lower them "
-                        "(the original's 8 x 256² takes about 11 GB)")
+        of_workers = f" ({DATA_WORKER_BYTES * workers / 1e9:.1f} GB for its {workers} data workers)" if workers else ""
+        raise UserError(f"--batch_size {batch_size} --crop_size {crop_size} --n_threads {n_threads}: a training step "
+                        f"on the CPU takes at least {needed / 1e9:.1f} GB of memory{of_workers}, and this process "
+                        f"may use {in_words}: lower them (the original's 8 x 256² takes about 11 GB, and each data "
+                        "worker 0.1 GB or more)")
 
 
 # ---------------------------------------------------------------- one iteration
@@ -484,7 +492,7 @@ def main(argv=None):
     stop_asked = stop_requests()
     backend.use_device(args.use_cuda)
     if not jt.flags.use_cuda:
-        check_that_a_step_fits_in_memory(args.batch_size, args.crop_size)
+        check_that_a_step_fits_in_memory(args.batch_size, args.crop_size, args.n_threads)
     if jt.rank == 0:
         writable_folder(args.save_dir, "save_dir")
         writable_folder(args.log_dir, "log_dir")

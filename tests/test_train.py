@@ -407,16 +407,19 @@ def test_a_step_larger_than_the_memory_is_one_line_before_it_starts(tmp_path, we
     argv[argv.index("--crop_size") + 1] = "1024"
     monkeypatch.setattr(backend, "memory_limit", lambda: 8e9)
     code, lines = run_main(train, *argv)
-    assert code == 1 and lines == ["error: --batch_size 1 --crop_size 1024: a training step on the CPU takes at least "
-                                   "20.2 GB of memory, and this process may use 8.0 GB: lower them (the original's "
-                                   "8 x 256² takes about 11 GB)"]
+    assert code == 1 and lines == ["error: --batch_size 1 --crop_size 1024 --n_threads 0: a training step on the CPU "
+                                   "takes at least 20.2 GB of memory, and this process may use 8.0 GB: lower them (the "
+                                   "original's 8 x 256² takes about 11 GB, and each data worker 0.1 GB or more)"]
     assert not os.path.exists(tmp_path / "m")  # refused before anything is written
     monkeypatch.setattr(backend, "memory_limit", lambda: 12e9)
-    train.check_that_a_step_fits_in_memory(8, 256)  # the original's fits in 12 GB, but not with another rank
+    train.check_that_a_step_fits_in_memory(8, 256, 2)  # the original's fits in 12 GB, but not with another rank
+    with pytest.raises(UserError, match=r"--n_threads 16: a training step on the CPU takes at least 13.5 GB of memory "
+                                        r"\(3.2 GB for its 32 data workers\), and this process may use 12.0 GB"):
+        train.check_that_a_step_fits_in_memory(8, 256, 16)  # nor with the original's 16 data workers per stream
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
     with pytest.raises(UserError, match=r"takes at least 10.3 GB of memory, and this process may use 6.0 GB \(1/2 of "
                                         r"what this node gives, for its 2 ranks\)"):
-        train.check_that_a_step_fits_in_memory(8, 256)
+        train.check_that_a_step_fits_in_memory(8, 256, 0)
 
 
 def test_the_memory_estimate_is_at_most_what_a_step_takes(tmp_path, weight_files):
