@@ -453,8 +453,8 @@ def prepare_environment():
 
 
 def first_rank_of_its_node():
-    """False in the mpirun ranks but the first of each node, which say alone what the node's ranks do at once (start
-    on the same cold cache, check the same CUDA build): the line came once per rank."""
+    """True outside mpirun and in the first rank of each node, which alone says what all the node's ranks do at once
+    (start on the same cold cache, check the same CUDA build): the line came once per rank."""
     return os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0") == "0"
 
 
