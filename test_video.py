@@ -209,8 +209,13 @@ def style_groups(args):
     files = media_files(args.style, args.style_dir, "style")
     styles = kinds_of(files, "style", from_folder=bool(args.style_dir))
     for path, kind in styles:
-        if kind != "image":
+        if kind == "image":
+            continue
+        # The original opened the style with PIL, which gives an animated picture's first frame.
+        if transformer.picture_format(path)[0] is None:
             raise UserError(f"--style {path}: a style must be an image, not a video")
+        if jt.rank == 0:
+            print(f"--style {path}: an animated picture; its first frame is the style", file=sys.stderr)
     paths = [p for p, _ in styles]
     weights_ = interpolation_weights(args.style_interpolation_weights, len(paths))
     return ([paths], weights_) if weights_ else ([[p] for p in paths], None)

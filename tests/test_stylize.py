@@ -1147,6 +1147,31 @@ def test_images_of_every_mode_and_a_folder(stylize, clips, tmp_path):
     assert all(Image.open(tmp_path / "o" / n).size == (42, 32) for n in names)
 
 
+@pytest.mark.parametrize("extension", ["gif", "webp", "png"])
+def test_an_animated_picture_as_a_style_is_its_first_frame(stylize, clips, tmp_path, extension):
+    """As the original, which opened the style with PIL: a video file is no style, an animated GIF, WebP or PNG
+    is its first frame (said in a line)."""
+    first, second = pattern(2, 40, 30), pattern(5, 40, 30)[::-1].copy()
+    animated = tmp_path / f"animated.{extension}"
+    Image.fromarray(first).save(animated, save_all=True, append_images=[Image.fromarray(second)], duration=100)
+    assert video.probe(str(animated)) == "video"
+    still = tmp_path / "still.png"
+    transformer.load_image(str(animated)).save(still)
+    content = tmp_path / "content.png"
+    Image.fromarray(pattern(1, 40, 30)).save(content)
+    outputs = []
+    for style in (animated, still):
+        code, lines = stylize("--content", content, "--style", style, "--output", tmp_path / style.stem,
+                              "--save_ext", ".png")
+        assert code == 0, lines
+        outputs.append(np.asarray(Image.open(tmp_path / style.stem / f"content_stylized_{style.stem}.png")))
+        if style == animated:
+            assert f"--style {animated}: an animated picture; its first frame is the style" in lines
+    assert np.array_equal(*outputs)
+    code, lines = stylize("--content", content, "--style", clips["paths"]["main"], "--output", tmp_path / "v")
+    assert code == 1 and lines == [f"error: --style {clips['paths']['main']}: a style must be an image, not a video"]
+
+
 def test_a_bad_input_among_several_costs_its_own_outputs_only(stylize, clips, tmp_path):
     """Hours of a folder's work do not end at one unusable file: it is skipped with its reason, the others are
     stylized, and the run ends with exit 1 naming what was not made."""
