@@ -673,8 +673,8 @@ def test_a_lasting_verdict_is_kept_for_the_gpus_seen(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("local_rank,says", [(None, True), ("0", True), ("1", False)])
-def test_the_check_is_announced_by_the_first_rank_of_a_node_and_only_when_it_runs(monkeypatch, tmp_path, capsys,
-                                                                                   local_rank, says):
+def test_the_check_is_announced_by_one_rank_of_a_node_and_only_when_it_runs(monkeypatch, tmp_path, capsys,
+                                                                            local_rank, says):
     """The check's minutes are announced (by one rank of a node under mpirun); a kept verdict is taken silently."""
     if local_rank is None:
         monkeypatch.delenv("OMPI_COMM_WORLD_LOCAL_RANK", raising=False)
