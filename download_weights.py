@@ -2,12 +2,14 @@
 
     python download_weights.py
 
-Fetches `vgg_normalised.pth` (pytorch-AdaIN's release asset, the same file MCCNet's README
+Fetches `vgg_normalised.pth` (pytorch-AdaIN's release asset, the same network MCCNet's README
 links on Google Drive), `decoder_iter_160000.pth` and `mcc_module_iter_160000.pth` (the root
-of MCCNet's repository, branch main). Each file is checked before it is put in place:
-it must be a PyTorch checkpoint with exactly the keys and shapes of its network. Files
-already present and valid are kept.
+of MCCNet's repository, branch main). Each file is checked before it is put in place: it must
+be a PyTorch checkpoint with exactly the keys and shapes of its network, and the published
+file byte for byte (its digest). Files already present and valid are kept, saying whether
+they are the published ones: run it again after fetching them by hand, to check them.
 """
+import hashlib
 import os
 import sys
 import urllib.error
@@ -22,10 +24,16 @@ import net
 import weights
 
 FOLDER = "experiments"
+# The published files: where each is, and the digest of its bytes. MCCNet's two are plain files of its repository
+# (added on 2020-12-16, unchanged since): their git blob ids, as `git ls-tree` lists them. The VGG is pytorch-AdaIN's
+# release asset: its SHA-256.
 PUBLISHED = {
-    "vgg_normalised.pth": "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/vgg_normalised.pth",
-    "decoder_iter_160000.pth": "https://github.com/diyiiyiii/MCCNet/raw/main/decoder_iter_160000.pth",
-    "mcc_module_iter_160000.pth": "https://github.com/diyiiyiii/MCCNet/raw/main/mcc_module_iter_160000.pth",
+    "vgg_normalised.pth": ("https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/vgg_normalised.pth",
+                           "SHA-256", "804ca2835ecf7539f0cd2a7ac3c18ce81e6f8468969ae7117ac0c148d286bb4a"),
+    "decoder_iter_160000.pth": ("https://github.com/diyiiyiii/MCCNet/raw/main/decoder_iter_160000.pth",
+                                "git blob id", "6909cef08b38228c2dd820dde5eb478f488b610b"),
+    "mcc_module_iter_160000.pth": ("https://github.com/diyiiyiii/MCCNet/raw/main/mcc_module_iter_160000.pth",
+                                   "git blob id", "41508528c732c52e199961a5716418bf54ecda2c"),
 }
 NETWORKS = {"vgg_normalised.pth": (net.make_vgg, "the VGG encoder"),
             "decoder_iter_160000.pth": (net.make_decoder, "the decoder"),
@@ -46,6 +54,14 @@ def check(path, name):
     weights.read_state_dict(path, {k: tuple(v.shape) for k, v in make().state_dict().items()}, what)
 
 
+def digest(path, kind):
+    """The hex digest of a file's bytes: its SHA-256, or its git blob id (the SHA-1 of "blob <size>\\0" and the
+    bytes, what `git hash-object` prints)."""
+    prefix = b"blob %d\0" % os.path.getsize(path)
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, hashlib.sha256 if kind == "SHA-256" else lambda: hashlib.sha1(prefix)).hexdigest()
+
+
 def fetch(url, file):
     """Download `url` into the open binary `file`, with a progress bar; UserError on any failure."""
     try:
@@ -62,10 +78,15 @@ def fetch(url, file):
 
 def install(name, url, folder):
     final = os.path.join(folder, name)
+    _, kind, published = PUBLISHED[name]
     if os.path.isfile(final):
         try:
             check(final, name)
-            print(f"{final}: present and valid", file=sys.stderr)
+            # A copy of other bytes with the right keys and shapes (one saved again, one's own training) is the
+            # user's to keep; saying so tells it from the published one.
+            which = "the published file" if digest(final, kind) == published else \
+                "but not byte for byte the published file"
+            print(f"{final}: present and valid, {which}: kept", file=sys.stderr)
             return
         except UserError as problem:
             print(f"{final}: replacing it ({problem})", file=sys.stderr)
@@ -76,12 +97,17 @@ def install(name, url, folder):
             check(file.name, name)
         except UserError as error:  # name the download, not the unfinished file
             raise UserError(str(error).replace(file.name, url))
-    print(f"{final}: downloaded and checked", file=sys.stderr)
+        downloaded = digest(file.name, kind)
+        if downloaded != published:
+            raise UserError(f"{url}: not the published {name} (its {kind} is {downloaded}, the published file's "
+                            f"{published})")
+    print(f"{final}: downloaded and checked, the published file", file=sys.stderr)
 
 
 def manual_instructions(folder):
-    lines = [f"  {url}  ->  {os.path.join(folder, name)}" for name, url in PUBLISHED.items()]
-    return "get these files by hand and put them in place:\n" + "\n".join(lines)
+    lines = [f"  {url}  ->  {os.path.join(folder, name)}" for name, (url, _, _) in PUBLISHED.items()]
+    return ("get these files by hand and put them in place, then run this again to check them:\n"
+            + "\n".join(lines))
 
 
 def main(argv=None):
@@ -94,7 +120,7 @@ def main(argv=None):
         os.makedirs(args.dest, exist_ok=True)
     except OSError as error:
         raise UserError(f"--dest {args.dest}: cannot create it ({error.strerror})")
-    for name, url in PUBLISHED.items():
+    for name, (url, _, _) in PUBLISHED.items():
         source = f"{args.base_url.rstrip('/')}/{name}" if args.base_url else url
         try:
             install(name, source, args.dest)

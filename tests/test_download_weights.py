@@ -1,8 +1,10 @@
 """download_weights.py against a loopback HTTP server holding files in the published layout."""
 import functools
+import hashlib
 import http.server
 import os
 import shutil
+import subprocess
 import threading
 
 import pytest
@@ -12,13 +14,17 @@ import weights
 from conftest import run_script
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # its line per request would be taken for the script's
+        pass
+
+
 @pytest.fixture
 def server(tmp_path):
     """An HTTP server on 127.0.0.1 serving tmp_path/site; yields (site folder, base URL)."""
     site = tmp_path / "site"
     site.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -26,36 +32,87 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-def test_downloads_checks_and_keeps(server, weight_files, tmp_path, run_main):
+def digest_by_others(path, kind):
+    """A file's digest as others compute it: `sha256sum`'s, or `git hash-object`'s."""
+    if kind == "SHA-256":
+        return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def published_as_test_files(weight_files, monkeypatch):
+    """PUBLISHED with the digests of the test's weight files (of the same kinds as the real ones')."""
+    published = {}
+    for path in weight_files:
+        url, kind, _ = download_weights.PUBLISHED[os.path.basename(path)]
+        published[os.path.basename(path)] = (url, kind, digest_by_others(path, kind))
+    monkeypatch.setattr(download_weights, "PUBLISHED", published)
+
+
+def test_digests_are_those_of_sha256sum_and_git(tmp_path):
+    path = tmp_path / "hello.txt"
+    path.write_bytes(b"hello\n")
+    assert download_weights.digest(path, "SHA-256") == \
+        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+    assert download_weights.digest(path, "git blob id") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_downloads_checks_and_keeps(server, weight_files, published_as_test_files, tmp_path, run_main):
     site, url = server
     for path in weight_files:
         shutil.copy(path, site)
     dest = tmp_path / "experiments"
     code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
     assert code == 0, lines
+    assert sum("downloaded and checked, the published file" in line for line in lines) == 3, lines
     assert sorted(os.listdir(dest)) == sorted(os.path.basename(p) for p in weight_files)
     for path in weight_files:
         assert (dest / os.path.basename(path)).read_bytes() == open(path, "rb").read()
     code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
-    assert code == 0 and sum("present and valid" in line for line in lines) == 3
+    assert code == 0 and sum("present and valid, the published file: kept" in line for line in lines) == 3, lines
 
 
-def test_a_missing_file_names_every_source(server, weight_files, tmp_path):
+def test_a_download_of_other_bytes_than_the_published_file_is_refused(server, weight_files, tmp_path, run_main):
+    """A mirror's file with the right keys and shapes, but not the published bytes (the test's own weights)."""
+    site, url = server
+    for path in weight_files:
+        shutil.copy(path, site)
+    dest = tmp_path / "experiments"
+    code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
+    got = digest_by_others(weight_files[0], "SHA-256")
+    assert code == 1 and lines[0] == (
+        f"error: {url}/vgg_normalised.pth: not the published vgg_normalised.pth (its SHA-256 is {got}, the "
+        "published file's 804ca2835ecf7539f0cd2a7ac3c18ce81e6f8468969ae7117ac0c148d286bb4a)"), lines
+    assert os.listdir(dest) == []
+
+
+def test_a_valid_copy_present_is_kept_and_said_to_differ_from_the_published_file(weight_files, tmp_path, run_main):
+    """Nothing is downloaded (the server does not exist): a copy saved again, or one's own training, stays."""
+    dest = tmp_path / "experiments"
+    dest.mkdir()
+    for path in weight_files:
+        shutil.copy(path, dest)
+    code, lines = run_main(download_weights, "--base_url", "http://127.0.0.1:9", "--dest", dest)
+    assert code == 0 and lines == [f"{dest / os.path.basename(p)}: present and valid, but not byte for byte the "
+                                   "published file: kept" for p in weight_files], lines
+
+
+def test_a_missing_file_names_every_source(server, tmp_path):
     """The one run of download_weights.py in a child process: the exit code as the shell sees it."""
     site, url = server
-    shutil.copy(weight_files[0], site)
     dest = tmp_path / "experiments"
     result = run_script("download_weights.py", "--base_url", url, "--dest", dest, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "cannot download" in result.stderr and "decoder_iter_160000.pth" in result.stderr
+    assert f"cannot download {url}/vgg_normalised.pth" in result.stderr
     assert "github.com/diyiiyiii/MCCNet" in result.stderr and "pytorch-AdaIN" in result.stderr
+    assert "then run this again to check them" in result.stderr
     # One line per file to fetch by hand: its source and where it goes.
     by_hand = [line for line in result.stderr.splitlines() if "  ->  " in line]
     assert len(by_hand) == 3 and all(line.rstrip().endswith(".pth") for line in by_hand), result.stderr
-    assert sorted(os.listdir(dest)) == ["vgg_normalised.pth"]  # no partial file left
+    assert os.listdir(dest) == []  # no partial file left
 
 
-def test_a_wrong_file_is_refused(server, weight_files, tmp_path, run_main):
+def test_a_wrong_file_is_refused(server, weight_files, published_as_test_files, tmp_path, run_main):
     site, url = server
     shutil.copy(weight_files[0], site)
     shutil.copy(weight_files[1], site / "decoder_iter_160000.pth")
