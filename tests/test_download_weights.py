@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import os
 import shutil
-import subprocess
 import threading
 
 import pytest
@@ -32,11 +31,13 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-def digest_by_others(path, kind):
-    """A file's digest as others compute it: `sha256sum`'s, or `git hash-object`'s."""
+def digest_of_bytes(path, kind):
+    """A file's digest from its bytes read whole: SHA-256, or git's blob id (git's format: the SHA-1 of a header,
+    then the bytes; `test_digests_are_those_of_sha256sum_and_git` checks both against the tools' own)."""
+    data = open(path, "rb").read()
     if kind == "SHA-256":
-        return hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @pytest.fixture
@@ -45,16 +46,17 @@ def published_as_test_files(weight_files, monkeypatch):
     published = {}
     for path in weight_files:
         url, kind, _ = download_weights.PUBLISHED[os.path.basename(path)]
-        published[os.path.basename(path)] = (url, kind, digest_by_others(path, kind))
+        published[os.path.basename(path)] = (url, kind, digest_of_bytes(path, kind))
     monkeypatch.setattr(download_weights, "PUBLISHED", published)
 
 
 def test_digests_are_those_of_sha256sum_and_git(tmp_path):
+    """`sha256sum` and `git hash-object` give these for "hello\\n"."""
     path = tmp_path / "hello.txt"
     path.write_bytes(b"hello\n")
-    assert download_weights.digest(path, "SHA-256") == \
-        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
-    assert download_weights.digest(path, "git blob id") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    for digest in (download_weights.digest, digest_of_bytes):
+        assert digest(path, "SHA-256") == "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        assert digest(path, "git blob id") == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
 def test_downloads_checks_and_keeps(server, weight_files, published_as_test_files, tmp_path, run_main):
@@ -79,7 +81,7 @@ def test_a_download_of_other_bytes_than_the_published_file_is_refused(server, we
         shutil.copy(path, site)
     dest = tmp_path / "experiments"
     code, lines = run_main(download_weights, "--base_url", url, "--dest", dest)
-    got = digest_by_others(weight_files[0], "SHA-256")
+    got = digest_of_bytes(weight_files[0], "SHA-256")
     assert code == 1 and lines[0] == (
         f"error: {url}/vgg_normalised.pth: not the published vgg_normalised.pth (its SHA-256 is {got}, the "
         "published file's 804ca2835ecf7539f0cd2a7ac3c18ce81e6f8468969ae7117ac0c148d286bb4a)"), lines
