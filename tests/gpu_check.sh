@@ -18,17 +18,23 @@
 # cut short still returns what finished.
 # Its Python (3.12, PyTorch with CUDA, cuDNN 9 from pip) lacks the rest, and it reaches no
 # package index: the wheels travel in .whl/ (git-ignored; `run` with carry [".whl"], 61 MiB of
-# the 64 allowed), made on a machine with the index (tensorboardX, which bench.py needs through
-# train.py, is not on the machine; protobuf is, perhaps newer than the one its generated code accepts):
-#   pip wheel --no-deps -w .whl jittor==1.3.11.0
-#   pip download --python-version 3.12 --only-binary :all: --no-deps -d .whl numpy==1.26.4 \
-#       pillow==11.3.0 av==18.1.0 tqdm==4.67.1 pytest==8.4.2 pluggy iniconfig tensorboardX==2.6.2.2 \
-#       protobuf==4.25.8
+# the 64 allowed), made by `bash tests/gpu_check.sh wheels` on a machine with the index, in seconds
+# (tensorboardX, which bench.py needs through train.py, is not on the GPU machine; protobuf is,
+# perhaps newer than the one its generated code accepts).
 # jittor-offline (27 MB, oneDNN for Jittor's CPU convolutions) does not fit: use_mkl=0, the
 # tests' Jittor runs on the GPU. Nor does pillow-heif (5.4 MB, HEIC photos), which transformer.py
 # imports: an empty stand-in takes its place (no check here reads a HEIC). cuDNN is the one pip
 # installed next to PyTorch, found the way `make setup`'s would be (cuda_setup.pip_cudnn_folder).
 set -u
+if [ "${1:-}" = wheels ]; then
+    rm -rf .whl
+    python3 -m pip wheel -q --no-deps -w .whl jittor==1.3.11.0 &&
+    python3 -m pip download -q --python-version 3.12 --only-binary :all: --no-deps -d .whl numpy==1.26.4 \
+        pillow==11.3.0 av==18.1.0 tqdm==4.67.1 pytest==8.4.2 pluggy iniconfig tensorboardX==2.6.2.2 \
+        protobuf==4.25.8 || exit 1
+    du -sh .whl
+    exit
+fi
 LOG=${OUT:-/tmp}/gpu_check.log
 exec > >(tee -a "$LOG") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
